@@ -1,0 +1,137 @@
+"""Load and validate a natv2 configuration.
+
+The JSON schema (``natv2/schemas/config.schema.yaml``, linked from ``workflow/schemas/``) is the
+single source of truth for keys, types, allowed values and defaults; the Snakefile validates the
+same file. ``load_config`` returns a :class:`Config`, a plain nested ``dict`` with every default
+filled in, so library code reads ``cfg["data"]["name"]`` and tests can pass plain dicts.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+from jsonschema import validators
+
+from natv2.errors import UserError
+
+DEFAULT_CONFIG_PATH = Path("config/config.yaml")
+
+
+class ConfigError(UserError):
+    """A configuration that cannot be used; the message is one line naming key and allowed values."""
+
+
+def schema() -> dict:
+    """The configuration schema as a dict (read from the package data)."""
+    text = resources.files("natv2").joinpath("schemas/config.schema.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def _with_defaults(validator_class):
+    """A validator class that fills ``default`` values while validating (jsonschema FAQ recipe)."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, subschema):
+        if isinstance(instance, dict):
+            for name, prop in properties.items():
+                if "default" in prop and name not in instance:
+                    instance[name] = copy.deepcopy(prop["default"])
+        yield from validate_properties(validator, properties, instance, subschema)
+
+    return validators.extend(validator_class, {"properties": set_defaults})
+
+
+_FillingValidator = _with_defaults(jsonschema.Draft202012Validator)
+
+
+class Config(dict):
+    """A validated configuration: a nested dict with defaults filled, plus where it came from."""
+
+    path: Path | None = None
+
+    def get_path(self, dotted: str, default: Any = None) -> Any:
+        """``cfg.get_path("search.n_doe")`` -> the value, or ``default`` when a key is absent."""
+        node: Any = self
+        for part in dotted.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                return default
+            node = node[part]
+        return node
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    parts = [str(p) for p in error.absolute_path]
+    return ".".join(parts) if parts else "<top level>"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    """One line naming the offending key, its value and what would be valid."""
+    key = _key_path(error)
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        unknown = sorted(set(error.instance) - set(allowed))
+        where = f"in '{key}'" if error.absolute_path else "at the top level"
+        return f"unknown config key {', '.join(repr(u) for u in unknown)} {where}; allowed: {', '.join(allowed)}"
+    if error.validator == "enum":
+        allowed = ", ".join(str(v) for v in error.validator_value)
+        return f"config key '{key}': {error.instance!r} is not allowed; allowed: {allowed}"
+    if error.validator == "oneOf":
+        hint = error.schema.get("description", "see the schema")
+        return f"config key '{key}': {error.instance!r} is not valid; allowed: {hint}"
+    if error.validator == "type":
+        return f"config key '{key}': {error.instance!r} has the wrong type; expected {error.validator_value}"
+    return f"config key '{key}': {error.message}"
+
+
+def validate(raw: Mapping[str, Any]) -> Config:
+    """Validate ``raw`` against the schema, fill defaults, run cross-key checks; return a Config."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"a config must be a mapping of keys to values, got {type(raw).__name__}")
+    data = copy.deepcopy(dict(raw))
+    validator = _FillingValidator(schema())
+    errors = sorted(validator.iter_errors(data), key=lambda e: (len(e.absolute_path), e.path))
+    if errors:
+        raise ConfigError(_describe(errors[0]))
+    cfg = Config(data)
+    check_semantics(cfg)
+    return cfg
+
+
+def check_semantics(cfg: Config) -> None:
+    """Checks that involve several keys (the schema checks each key alone)."""
+    # Extended by later stages (search sizes, fine-tune slots, ...); each raises ConfigError.
+    return None
+
+
+def load_config(path: str | Path = DEFAULT_CONFIG_PATH, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Read a YAML config with ``yaml.safe_load``, merge ``overrides`` (nested), validate, fill defaults."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' does not exist; pass --config PATH to an existing YAML file")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"config file '{path}' is not valid YAML: {first}") from None
+    if overrides:
+        raw = merge(raw, overrides)
+    cfg = validate(raw)
+    cfg.path = path
+    return cfg
+
+
+def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict:
+    """Recursive dict merge: values of ``override`` win; neither input is modified."""
+    out = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
