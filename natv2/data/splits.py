@@ -1,0 +1,188 @@
+"""Deterministic train/val/test splits, calibration batches and seeded loaders."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
+
+from .datasets import TensorImageDataset
+from .sources import SPLIT_NAMES, DataError, _check_fraction, open_source
+
+# Defaults of the data section (the schema fills the same ones; plain test dicts rely on these).
+DATA_DEFAULTS: dict[str, Any] = {
+    "name": "digits",
+    "root": "data",
+    "download": False,
+    "val_fraction": 0.15,
+    "test_fraction": 0.2,
+    "calib_size": 256,
+    "batch_size": 64,
+    "eval_batch_size": 256,
+    "num_workers": 0,
+    "train_subset": None,
+}
+
+
+def data_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The data section with defaults filled, plus the top-level ``seed``."""
+    section = cfg.get("data") or {}
+    out = {key: section.get(key, default) for key, default in DATA_DEFAULTS.items()}
+    out["seed"] = int(cfg.get("seed", 0))
+    out["val_fraction"] = _check_fraction("val_fraction", out["val_fraction"])
+    out["test_fraction"] = _check_fraction("test_fraction", out["test_fraction"])
+    for key in ("calib_size", "batch_size", "eval_batch_size"):
+        if isinstance(out[key], bool) or not isinstance(out[key], int) or out[key] < 1:
+            raise DataError(f"data.{key}: value {out[key]!r} must be a positive integer")
+    sub = out["train_subset"]
+    if sub is not None and (isinstance(sub, bool) or not isinstance(sub, int) or sub < 1):
+        raise DataError(f"data.train_subset: value {sub!r} must be null or a positive integer")
+    return out
+
+
+def _check_resolution(resolution: Any) -> int:
+    if (
+        isinstance(resolution, bool)
+        or not isinstance(resolution, numbers.Integral)
+        or resolution < 1
+    ):
+        raise DataError(f"resolution: value {resolution!r} must be a positive integer (pixels)")
+    return int(resolution)
+
+
+@dataclass(frozen=True)
+class Splits:
+    """The three splits of a dataset at one resolution.
+
+    ``train`` is augmented unless built with ``augment=False``; ``val`` and ``test`` always use
+    the eval transform; ``trainval`` is train + val with the train transform (NATv2's step-2
+    fine-tuning). ``at(r)`` gives the same splits at another resolution and ``dataset(split, r)``
+    one split, sharing the loaded data and its per-resolution cache (held here, not globally).
+    """
+
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    trainval: Dataset
+    n_classes: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    class_names: tuple[str, ...]
+    resolution: int
+    augment: bool
+    name: str
+    settings: dict[str, Any] = field(repr=False, compare=False)
+    _source: Any = field(repr=False, compare=False)
+
+    def dataset(self, split: str, resolution: int | None = None, augment: bool = False) -> Dataset:
+        """One split (``train``, ``val`` or ``test``) at ``resolution`` (default: this one)."""
+        if split not in SPLIT_NAMES:
+            raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLIT_NAMES)}")
+        r = self.resolution if resolution is None else _check_resolution(resolution)
+        return self._source.view(split, r, augment)
+
+    def at(self, resolution: int, augment: bool | None = None) -> Splits:
+        """These splits at another resolution (and optionally another ``augment``)."""
+        return _make_splits(
+            self._source,
+            self.settings,
+            _check_resolution(resolution),
+            self.augment if augment is None else augment,
+        )
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+
+
+def _make_splits(source, settings: dict[str, Any], resolution: int, augment: bool) -> Splits:
+    train = source.view("train", resolution, augment)
+    trainval = ConcatDataset([train, source.view("val", resolution, augment)])
+    return Splits(
+        train=train,
+        val=source.view("val", resolution, False),
+        test=source.view("test", resolution, False),
+        trainval=trainval,
+        n_classes=source.n_classes,
+        mean=tuple(source.mean),
+        std=tuple(source.std),
+        class_names=tuple(source.class_names),
+        resolution=resolution,
+        augment=augment,
+        name=source.name,
+        settings=settings,
+        _source=source,
+    )
+
+
+def build_splits(cfg: Mapping[str, Any], resolution: int, augment: bool = True) -> Splits:
+    """Load ``cfg["data"]["name"]`` and split it deterministically (seed ``cfg["seed"]``).
+
+    Raises :class:`DataError` (a ``ValueError``) with one line when the dataset is absent and
+    ``data.download`` is false, or the name is unknown.
+    """
+    settings = data_settings(cfg)
+    resolution = _check_resolution(resolution)
+    return _make_splits(open_source(settings), settings, resolution, augment)
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool = False,
+    seed: int = 0,
+    num_workers: int = 0,
+    drop_last: bool = False,
+) -> DataLoader:
+    """A DataLoader whose shuffling (and worker seeds) come from a generator seeded by ``seed``."""
+    generator = torch.Generator()
+    generator.manual_seed(int(seed))
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=generator,
+        num_workers=num_workers,
+        drop_last=drop_last,
+    )
+
+
+def materialize(
+    dataset: Dataset, batch_size: int, num_workers: int = 0, indices: torch.Tensor | None = None
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``dataset`` (or its ``indices``, in that order) as a list of CPU ``(x, y)`` batches.
+
+    Meant for eval views (deterministic transforms): in-memory digits are sliced directly.
+    """
+    if indices is None:
+        indices = torch.arange(len(dataset))
+    indices = torch.as_tensor(indices, dtype=torch.long)
+    chunks = torch.split(indices, batch_size)
+    if isinstance(dataset, TensorImageDataset) and dataset.pad is None:
+        return [dataset.batch(chunk) for chunk in chunks]
+    subset = torch.utils.data.Subset(dataset, indices.tolist())
+    loader = DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    return [(x, y) for x, y in loader]
+
+
+def calibration_batches(
+    splits: Splits, cfg: Mapping[str, Any] | None, resolution: int
+) -> list[torch.Tensor]:
+    """``calib_size`` training images, fixed seed, eval transform, in ``batch_size`` batches.
+
+    The same list for the same config, so BN recalibration is reproducible and the batches can
+    be reused across thousands of evaluations. ``cfg=None`` uses the settings the splits were
+    built with. (OFA draws a fresh random subset with train augmentation per evaluation; a fixed,
+    un-augmented subset removes that noise from the search's accuracy estimates.)
+    """
+    settings = splits.settings if cfg is None else data_settings(cfg)
+    train = splits.dataset("train", resolution, augment=False)
+    n = min(settings["calib_size"], len(train))
+    generator = torch.Generator()
+    generator.manual_seed(settings["seed"])
+    pick = torch.randperm(len(train), generator=generator)[:n]
+    batches = materialize(train, settings["batch_size"], settings["num_workers"], pick)
+    return [x for x, _ in batches]

@@ -1,0 +1,170 @@
+"""Evaluate one architecture: extract, recalibrate BN, top-1 on val, count params and MACs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from natv2.data import (
+    Splits,
+    build_splits,
+    calibration_batches,
+    data_settings,
+    make_loader,
+    materialize,
+)
+
+from .accuracy import top1
+from .bn import recalibrate_bn
+from .counting import count_macs, count_params
+from .device import resolve_device
+from .latency import latency_ms
+
+RECORD_KEYS = ("arch", "top1", "params", "macs", "latency_ms", "r", "w", "d", "nd")
+
+
+def _encoder_of(encoder: Any) -> Callable[[Any], str]:
+    if encoder is None:
+        return lambda arch: str(getattr(arch, "encoding", None) or arch)
+    if hasattr(encoder, "encode"):
+        return encoder.encode
+    if callable(encoder):
+        return encoder
+    raise TypeError(
+        f"encoder must be a callable or have .encode(arch), got {type(encoder).__name__}"
+    )
+
+
+def _nbytes(batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> int:
+    return sum(x.numel() * x.element_size() + y.numel() * y.element_size() for x, y in batches)
+
+
+class Evaluator:
+    """Evaluates architectures of one super-network; build it once per stage.
+
+    ``data`` is a :class:`~natv2.data.Splits` or a config (then the splits are built here). The
+    BN-calibration batches (kept on ``device``) and the validation batches are made once per
+    resolution and reused by every call. Validation batches are cached while their total stays
+    under ``cache_bytes`` (on ``device`` when one resolution's batches are under
+    ``device_cache_bytes``, else on the CPU); beyond that budget a resolution is streamed from a
+    loader at each call, so large datasets at many resolutions do not exhaust memory.
+
+    ``evaluator(arch)`` -> ``{"arch", "top1", "params", "macs", "latency_ms", "r", "w", "d",
+    "nd"}``. ``arch`` needs ``resolution``, ``width``, ``d`` and (optionally) ``nd``;
+    ``supernet.extract(arch)`` must return a standalone module (its own BN buffers: this is
+    checked, since recalibration writes them).
+    """
+
+    def __init__(
+        self,
+        supernet: Any,
+        data: Splits | Mapping[str, Any],
+        device: torch.device | str | None = None,
+        resolutions: Sequence[int] | None = None,
+        *,
+        encoder: Any = None,
+        cfg: Mapping[str, Any] | None = None,
+        cache_bytes: int = 2**30,
+        device_cache_bytes: int = 2**28,
+    ):
+        self.supernet = supernet
+        self.resolutions = tuple(int(r) for r in resolutions) if resolutions else None
+        if isinstance(data, Splits):
+            self.splits = data
+            self._cfg = cfg
+            self.settings = data_settings(cfg) if cfg is not None else data.settings
+            if device is None and cfg is not None:
+                device = cfg.get("device", "auto")
+        elif isinstance(data, Mapping):
+            first = self.resolutions[0] if self.resolutions else 32
+            self.splits = build_splits(data, first, augment=False)
+            self._cfg = data
+            self.settings = self.splits.settings
+            if device is None:
+                device = data.get("device", "auto")
+        else:
+            raise TypeError(f"data must be a Splits or a config mapping, got {type(data).__name__}")
+        self.device = (
+            device if isinstance(device, torch.device) else resolve_device(device or "auto")
+        )
+        self.encode = _encoder_of(encoder)
+        self.cache_bytes = int(cache_bytes)
+        self.device_cache_bytes = int(device_cache_bytes)
+        self._calib: dict[int, list[torch.Tensor]] = {}
+        self._val: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        self._cached_bytes = 0
+
+    # -------------------------------------------------------------- cached inputs
+    def _check_resolution(self, r: int) -> None:
+        if self.resolutions is not None and r not in self.resolutions:
+            raise ValueError(
+                f"resolution {r} is not one of this evaluator's {list(self.resolutions)}"
+            )
+
+    def calibration(self, resolution: int) -> list[torch.Tensor]:
+        """The BN-recalibration batches at ``resolution`` (on the device, made once)."""
+        if resolution not in self._calib:
+            batches = calibration_batches(self.splits, self._cfg, resolution)
+            self._calib[resolution] = [b.to(self.device) for b in batches]
+        return self._calib[resolution]
+
+    def validation(self, resolution: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+        """The validation ``(x, y)`` batches at ``resolution``: cached, or a fresh loader when
+        the cache budget is spent."""
+        if resolution in self._val:
+            return self._val[resolution]
+        val = self.splits.dataset("val", resolution)
+        batch = self.settings["eval_batch_size"]
+        per_item = 3 * resolution * resolution * 4 + 8
+        if self._cached_bytes + per_item * len(val) > self.cache_bytes:
+            return make_loader(
+                val,
+                batch,
+                shuffle=False,
+                seed=self.settings["seed"],
+                num_workers=self.settings["num_workers"],
+            )
+        batches = materialize(val, batch, self.settings["num_workers"])
+        size = _nbytes(batches)
+        if size <= self.device_cache_bytes:
+            batches = [(x.to(self.device), y.to(self.device)) for x, y in batches]
+        self._val[resolution] = batches
+        self._cached_bytes += size
+        return batches
+
+    # -------------------------------------------------------------- evaluation
+    def _check_standalone(self, sub: nn.Module) -> None:
+        if sub is self.supernet:
+            raise RuntimeError("supernet.extract(arch) returned the super-network itself")
+        if not isinstance(self.supernet, nn.Module):
+            return
+        ours = {b.data_ptr() for b in self.supernet.buffers() if b.numel()}
+        if any(b.numel() and b.data_ptr() in ours for b in sub.buffers()):
+            raise RuntimeError(
+                "supernet.extract(arch) returned a module sharing buffers with the super-network;"
+                " BN recalibration would overwrite the super-network's statistics"
+            )
+
+    def __call__(self, arch: Any, measure_latency: bool = False) -> dict[str, Any]:
+        r = int(arch.resolution)
+        self._check_resolution(r)
+        sub = self.supernet.extract(arch)
+        self._check_standalone(sub)
+        sub.to(self.device)
+        recalibrate_bn(sub, self.calibration(r), self.device)
+        acc = top1(sub, self.validation(r), self.device)
+        nd = getattr(arch, "nd", None)
+        return {
+            "arch": self.encode(arch),
+            "top1": float(acc),
+            "params": count_params(sub),
+            "macs": count_macs(sub, r),
+            "latency_ms": latency_ms(sub, r, self.device) if measure_latency else None,
+            "r": r,
+            "w": float(arch.width),
+            "d": "-".join(str(int(v)) for v in arch.d),
+            "nd": None if nd is None else int(nd),
+        }
