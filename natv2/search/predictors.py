@@ -1,0 +1,376 @@
+"""Accuracy predictors (surrogates): features of an architecture -> top-1 (%).
+
+Common interface: ``fit(X, y) -> self``, ``predict(X) -> np.ndarray`` (1-D), ``name``.
+Build one with :func:`make_predictor`; ``PREDICTOR_NAMES`` lists the valid names.
+
+* ``lgbm`` -- NATv2's predictor: LightGBM regressor, huber loss, trained as a 10-fold CV
+  ensemble (one model per fold's training part; prediction = mean of the 10 models).
+* ``rbf``  -- scipy ``RBFInterpolator``, cubic kernel with a linear polynomial tail: the
+  cubic RBF + linear tail surrogate NAT (via pySOT) uses.
+* ``gp``   -- sklearn ``GaussianProcessRegressor`` (constant * RBF + white noise, normalised
+  y); NAT used a DACE kriging model (constant regression, Gaussian correlation), which is the
+  same model family.
+* ``cart`` -- sklearn ``RandomForestRegressor``: NAT's "CART" is a bagged ensemble of
+  regression trees.
+* ``mlp``  -- sklearn ``MLPRegressor`` (NAT used a small torch MLP; we stay torch-free here).
+* ``as``   -- NAT's adaptive switching: 10-fold CV of each of rbf/gp/cart/mlp, pick the one with
+  the largest (mean - std) Kendall tau over the folds, refit it on all data. ``.chosen`` names it.
+
+Inputs are scaled to [0, 1] per feature with the training min/max (constant features dropped)
+for rbf/gp/mlp; targets are standardised inside lgbm/mlp. Both are internal details that leave
+the interface unchanged (and make the fixed hyper-parameters sensible at any accuracy scale).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from scipy import stats
+from scipy.interpolate import RBFInterpolator
+from sklearn.model_selection import KFold
+
+PREDICTOR_NAMES = ("lgbm", "rbf", "gp", "cart", "mlp", "as")
+AS_CANDIDATES = ("rbf", "gp", "cart", "mlp")
+
+
+def _xy(X: Any, y: Any = None) -> tuple[np.ndarray, np.ndarray | None]:
+    X = np.asarray(X, dtype=float)
+    if X.ndim != 2:
+        raise ValueError(f"predictor: X must be 2-D, got shape {X.shape}")
+    if y is None:
+        return X, None
+    y = np.asarray(y, dtype=float).ravel()
+    if len(y) != len(X):
+        raise ValueError(f"predictor: X has {len(X)} rows but y has {len(y)} values")
+    if len(y) < 2:
+        raise ValueError("predictor: need at least 2 training points")
+    return X, y
+
+
+def rank_metrics(y_true: Any, y_pred: Any) -> dict[str, float]:
+    """``{"rmse", "spearman", "kendall"}`` of predictions (scipy; NaN correlations -> 0.0)."""
+    t = np.asarray(y_true, dtype=float).ravel()
+    p = np.asarray(y_pred, dtype=float).ravel()
+    if len(t) != len(p):
+        raise ValueError(f"rank_metrics: {len(t)} true values but {len(p)} predictions")
+    if len(t) == 0:
+        return {"rmse": float("nan"), "spearman": float("nan"), "kendall": float("nan")}
+    rmse = float(np.sqrt(np.mean((t - p) ** 2)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rho = stats.spearmanr(t, p).statistic if len(t) > 1 else np.nan
+        tau = stats.kendalltau(t, p).statistic if len(t) > 1 else np.nan
+    return {
+        "rmse": rmse,
+        "spearman": float(0.0 if np.isnan(rho) else rho),
+        "kendall": float(0.0 if np.isnan(tau) else tau),
+    }
+
+
+class _Scaler:
+    """Min-max scaling to [0, 1] fitted on training data; constant columns are dropped."""
+
+    def fit(self, X: np.ndarray) -> _Scaler:
+        lo, hi = X.min(axis=0), X.max(axis=0)
+        self.keep = hi > lo
+        self.lo, self.span = lo[self.keep], (hi - lo)[self.keep]
+        return self
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        return (X[:, self.keep] - self.lo) / self.span
+
+
+class Predictor:
+    """Base class: subclasses implement ``_fit`` / ``_predict`` on float arrays."""
+
+    name = "base"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = int(seed)
+        self.fitted = False
+
+    def fit(self, X: Any, y: Any) -> Predictor:
+        X, y = _xy(X, y)
+        self._fit(X, y)
+        self.fitted = True
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:
+        if not self.fitted:
+            raise RuntimeError(f"predictor {self.name!r}: predict() before fit()")
+        X, _ = _xy(X)
+        if len(X) == 0:
+            return np.empty(0)
+        return np.asarray(self._predict(X), dtype=float).ravel()
+
+    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _predict(self, X: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """Name for logs and stats (``as`` adds the chosen predictor: ``as:rbf``)."""
+        return self.name
+
+
+class LGBMPredictor(Predictor):
+    """NATv2: LightGBM regressor with huber loss, as a ``n_folds``-fold CV ensemble.
+
+    ``min_child_samples`` defaults to LightGBM's 20 but is lowered for small archives (at
+    most a tenth of a fold's training rows, at least 2), else tiny archives get no splits.
+    """
+
+    name = "lgbm"
+
+    def __init__(
+        self,
+        seed: int = 0,
+        n_folds: int = 10,
+        n_jobs: int = 1,
+        n_estimators: int = 200,
+        learning_rate: float = 0.05,
+        num_leaves: int = 15,
+        min_child_samples: int | None = None,
+        **params: Any,
+    ) -> None:
+        super().__init__(seed)
+        self.n_folds = int(n_folds)
+        self.n_jobs = int(n_jobs)
+        self.params = dict(
+            n_estimators=n_estimators,
+            learning_rate=learning_rate,
+            num_leaves=num_leaves,
+            **params,
+        )
+        self.min_child_samples = min_child_samples
+        self.models: list[Any] = []
+
+    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+        import lightgbm as lgb
+
+        self.mu, self.sd = float(y.mean()), float(y.std()) or 1.0
+        z = (y - self.mu) / self.sd
+        n_folds = min(self.n_folds, len(y))
+        splits = (
+            KFold(n_folds, shuffle=True, random_state=self.seed).split(X)
+            if n_folds >= 2
+            else [(np.arange(len(y)), np.arange(0))]
+        )
+        self.models = []
+        for i, (tr, _) in enumerate(splits):
+            mcs = self.min_child_samples
+            if mcs is None:
+                mcs = int(min(20, max(2, len(tr) // 10)))
+            model = lgb.LGBMRegressor(
+                objective="huber",
+                random_state=self.seed + i,
+                n_jobs=self.n_jobs,
+                verbose=-1,
+                min_child_samples=mcs,
+                deterministic=True,
+                force_row_wise=True,
+                **self.params,
+            )
+            model.fit(X[tr], z[tr])
+            self.models.append(model)
+
+    def _predict(self, X: np.ndarray) -> np.ndarray:
+        z = np.mean([m.predict(X) for m in self.models], axis=0)
+        return self.mu + self.sd * z
+
+
+class RBFPredictor(Predictor):
+    """scipy ``RBFInterpolator`` (cubic kernel + linear tail) on [0,1]-scaled features.
+
+    Duplicate inputs are averaged. With too few points for the linear tail (at most
+    n_features + 1) or collinear features, a linear kernel with a constant tail is used.
+    """
+
+    name = "rbf"
+
+    def __init__(self, seed: int = 0, kernel: str = "cubic", degree: int = 1,
+                 smoothing: float = 0.0) -> None:
+        super().__init__(seed)
+        self.kernel, self.degree, self.smoothing = kernel, int(degree), float(smoothing)
+
+    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+        self.scaler = _Scaler().fit(X)
+        Z = self.scaler.transform(X)
+        Z, inv = np.unique(Z, axis=0, return_inverse=True)
+        yy = np.bincount(inv.ravel(), weights=y) / np.bincount(inv.ravel())
+        self.const = None
+        if Z.shape[1] == 0 or len(Z) < 2:
+            self.const = float(yy.mean())
+            return
+        # fallback: linear kernel + constant tail, solvable for any number of distinct points
+        fallback = dict(kernel="linear", degree=0, smoothing=max(self.smoothing, 1e-8))
+        if len(Z) <= Z.shape[1] + 1:  # too few points for the linear tail
+            self.model = RBFInterpolator(Z, yy, **fallback)
+            return
+        try:
+            self.model = RBFInterpolator(Z, yy, kernel=self.kernel, degree=self.degree,
+                                         smoothing=self.smoothing)
+        except np.linalg.LinAlgError:  # rank-deficient tail (collinear features)
+            self.model = RBFInterpolator(Z, yy, **fallback)
+
+    def _predict(self, X: np.ndarray) -> np.ndarray:
+        if self.const is not None:
+            return np.full(len(X), self.const)
+        return self.model(self.scaler.transform(X))
+
+
+class GPPredictor(Predictor):
+    """sklearn ``GaussianProcessRegressor``: C * RBF(anisotropic=False) + White, normalised y."""
+
+    name = "gp"
+
+    def __init__(self, seed: int = 0, n_restarts_optimizer: int = 0) -> None:
+        super().__init__(seed)
+        self.n_restarts_optimizer = int(n_restarts_optimizer)
+
+    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+        from sklearn.gaussian_process import GaussianProcessRegressor
+        from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
+
+        self.scaler = _Scaler().fit(X)
+        Z = self.scaler.transform(X)
+        kernel = ConstantKernel(1.0, (1e-3, 1e3)) * RBF(1.0, (1e-2, 1e2)) + WhiteKernel(
+            1e-2, (1e-8, 1.0)
+        )
+        self.model = GaussianProcessRegressor(
+            kernel=kernel,
+            normalize_y=True,
+            n_restarts_optimizer=self.n_restarts_optimizer,
+            random_state=self.seed,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ConvergenceWarning at kernel bounds
+            self.model.fit(Z, y)
+
+    def _predict(self, X: np.ndarray) -> np.ndarray:
+        return self.model.predict(self.scaler.transform(X))
+
+
+class CARTPredictor(Predictor):
+    """sklearn ``RandomForestRegressor`` (bagged regression trees, like NAT's CART ensemble)."""
+
+    name = "cart"
+
+    def __init__(self, seed: int = 0, n_estimators: int = 100, n_jobs: int = 1) -> None:
+        super().__init__(seed)
+        self.n_estimators, self.n_jobs = int(n_estimators), int(n_jobs)
+
+    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+        from sklearn.ensemble import RandomForestRegressor
+
+        self.model = RandomForestRegressor(
+            n_estimators=self.n_estimators, random_state=self.seed, n_jobs=self.n_jobs
+        ).fit(X, y)
+
+    def _predict(self, X: np.ndarray) -> np.ndarray:
+        return self.model.predict(X)
+
+
+class MLPPredictor(Predictor):
+    """sklearn ``MLPRegressor`` (2 hidden layers, lbfgs) on scaled features, standardised y."""
+
+    name = "mlp"
+
+    def __init__(self, seed: int = 0, hidden: Sequence[int] = (64, 64), alpha: float = 1e-3,
+                 max_iter: int = 500) -> None:
+        super().__init__(seed)
+        self.hidden, self.alpha, self.max_iter = tuple(hidden), float(alpha), int(max_iter)
+
+    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+        from sklearn.neural_network import MLPRegressor
+
+        self.scaler = _Scaler().fit(X)
+        self.mu, self.sd = float(y.mean()), float(y.std()) or 1.0
+        self.model = MLPRegressor(
+            hidden_layer_sizes=self.hidden,
+            solver="lbfgs",
+            alpha=self.alpha,
+            max_iter=self.max_iter,
+            random_state=self.seed,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # lbfgs ConvergenceWarning
+            self.model.fit(self.scaler.transform(X), (y - self.mu) / self.sd)
+
+    def _predict(self, X: np.ndarray) -> np.ndarray:
+        return self.mu + self.sd * self.model.predict(self.scaler.transform(X))
+
+
+class AdaptiveSwitching(Predictor):
+    """NAT's adaptive switching over ``candidates`` (default rbf, gp, cart, mlp).
+
+    Each candidate is cross-validated with ``n_folds`` folds (same folds for all); the score is
+    mean(tau) - std(tau) of the per-fold Kendall tau; the best (first on ties) is refit on all
+    the data. ``.chosen`` is its name, ``.scores`` the per-candidate scores.
+    """
+
+    name = "as"
+
+    def __init__(self, seed: int = 0, candidates: Sequence[str] = AS_CANDIDATES,
+                 n_folds: int = 10, **kw: Any) -> None:
+        super().__init__(seed)
+        bad = [c for c in candidates if c not in PREDICTOR_NAMES or c == "as"]
+        if bad or not candidates:
+            raise ValueError(
+                f"adaptive switching candidates {bad or list(candidates)} not in "
+                f"{', '.join(n for n in PREDICTOR_NAMES if n != 'as')}"
+            )
+        self.candidates = tuple(candidates)
+        self.n_folds = int(n_folds)
+        self.kw = kw  # per-candidate kwargs: {"cart": {...}, ...}
+        self.chosen: str | None = None
+        self.scores: dict[str, float] = {}
+        self.model: Predictor | None = None
+
+    def _make(self, name: str) -> Predictor:
+        return make_predictor(name, seed=self.seed, **self.kw.get(name, {}))
+
+    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+        n_folds = min(self.n_folds, len(y))
+        folds = list(KFold(n_folds, shuffle=True, random_state=self.seed).split(X))
+        self.scores = {}
+        for name in self.candidates:
+            taus = []
+            for tr, te in folds:
+                p = self._make(name).fit(X[tr], y[tr]).predict(X[te])
+                taus.append(rank_metrics(y[te], p)["kendall"])
+            self.scores[name] = float(np.mean(taus) - np.std(taus))
+        self.chosen = max(self.candidates, key=lambda c: self.scores[c])
+        self.model = self._make(self.chosen).fit(X, y)
+
+    def _predict(self, X: np.ndarray) -> np.ndarray:
+        assert self.model is not None
+        return self.model.predict(X)
+
+    def describe(self) -> str:
+        return f"as:{self.chosen}" if self.chosen else "as"
+
+
+_REGISTRY: dict[str, type[Predictor]] = {
+    "lgbm": LGBMPredictor,
+    "rbf": RBFPredictor,
+    "gp": GPPredictor,
+    "cart": CARTPredictor,
+    "mlp": MLPPredictor,
+    "as": AdaptiveSwitching,
+}
+
+
+def make_predictor(name: str, seed: int = 0, **kw: Any) -> Predictor:
+    """A new, unfitted predictor ``name`` (one of :data:`PREDICTOR_NAMES`)."""
+    try:
+        cls = _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"predictor {name!r} not in {', '.join(PREDICTOR_NAMES)}"
+        ) from None
+    return cls(seed=seed, **kw)

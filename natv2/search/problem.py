@@ -1,0 +1,94 @@
+"""pymoo problem and repair over the search space's integer encoding (no torch here).
+
+Objectives (all minimised): the *predicted* top-1 error ``100 - predictor(features(x))`` first,
+then the exact cheap objectives ``cheap_fn(X)`` (params / MACs / latency, supplied by the
+caller, which knows how to count them), in the caller's order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from pymoo.core.problem import Problem
+from pymoo.core.repair import Repair
+
+CheapFn = Callable[[np.ndarray], np.ndarray]
+
+
+def repair_vectors(space: Any, X: np.ndarray, method: str) -> np.ndarray:
+    """Round, clip to the bounds, then ``space.repair(X, method=...)`` (2-D, one row each)."""
+    X = np.atleast_2d(np.asarray(X, dtype=float))
+    xl = np.asarray(space.xl, dtype=float)
+    xu = np.asarray(space.xu, dtype=float)
+    X = np.clip(np.rint(X), xl, xu).astype(int)
+    if len(X) == 0:
+        return X
+    return np.asarray(space.repair(X, method=method), dtype=int).reshape(X.shape)
+
+
+def cheap_objectives(cheap_fn: CheapFn | None, X: np.ndarray, n_cheap: int) -> np.ndarray:
+    """``cheap_fn(X)`` as a float matrix (n, n_cheap); checks its shape."""
+    n = len(X)
+    if n_cheap == 0:
+        return np.empty((n, 0))
+    if cheap_fn is None:
+        raise ValueError(f"{n_cheap} cheap objectives asked for but no cheap_fn given")
+    C = np.asarray(cheap_fn(np.asarray(X, dtype=int)), dtype=float)
+    if C.ndim == 1:
+        C = C[:, None]
+    if C.shape != (n, n_cheap):
+        raise ValueError(f"cheap_fn returned shape {C.shape}, expected {(n, n_cheap)}")
+    return C
+
+
+class SpaceRepair(Repair):
+    """pymoo ``Repair`` that applies the search space's repair (``push`` for NAT, ``fill`` for
+    NATv2) after crossover and mutation, so every evaluated vector is a valid architecture."""
+
+    def __init__(self, space: Any, method: str = "push") -> None:
+        super().__init__()
+        self.space = space
+        self.method = method
+
+    def _do(self, problem: Any, X: np.ndarray, **kwargs: Any) -> np.ndarray:
+        return repair_vectors(self.space, X, self.method)
+
+
+class SurrogateProblem(Problem):
+    """Vectorised pymoo problem: F = [100 - predicted top1, cheap_fn(X)...]."""
+
+    def __init__(
+        self,
+        space: Any,
+        predictor: Any,
+        cheap_fn: CheapFn | None,
+        n_cheap: int,
+        feature_kind: str = "integer",
+    ) -> None:
+        super().__init__(
+            n_var=int(space.n_var),
+            n_obj=1 + int(n_cheap),
+            xl=np.asarray(space.xl, dtype=int),
+            xu=np.asarray(space.xu, dtype=int),
+            vtype=int,
+        )
+        self.space = space
+        self.predictor = predictor
+        self.cheap_fn = cheap_fn
+        self.n_cheap = int(n_cheap)
+        self.feature_kind = feature_kind
+
+    def predicted_top1(self, X: np.ndarray) -> np.ndarray:
+        X = np.rint(np.atleast_2d(X)).astype(int)
+        feats = np.asarray(self.space.features(X, kind=self.feature_kind), dtype=float)
+        return np.asarray(self.predictor.predict(feats), dtype=float).ravel()
+
+    def objectives(self, X: np.ndarray) -> np.ndarray:
+        X = np.rint(np.atleast_2d(X)).astype(int)
+        err = 100.0 - self.predicted_top1(X)
+        return np.column_stack([err, cheap_objectives(self.cheap_fn, X, self.n_cheap)])
+
+    def _evaluate(self, X: np.ndarray, out: dict, *args: Any, **kwargs: Any) -> None:
+        out["F"] = self.objectives(X)

@@ -1,0 +1,84 @@
+"""Evolutionary search (GA / NSGA-II / NSGA-III over the integer encoding) and subset selection."""
+
+import numpy as np
+import pytest
+
+from natv2.search.evolution import run_search
+from natv2.search.predictors import make_predictor
+from natv2.search.subset import drop_known, select_subset, spread_score
+from natv2.space import SearchSpace
+
+SPACE = SearchSpace(family="SE_B", resolutions=[160, 176, 192], widths=[1.0])
+
+
+def _size(X):
+    """A cheap, exact 'params' of a vector: sum of the (ks, e) codes of the active slots."""
+    return np.asarray(X)[:, 2:].sum(axis=1).astype(float)
+
+
+def _cheap1(X):
+    return _size(X)[:, None]
+
+
+def _cheap2(X):
+    return np.column_stack([_size(X), np.asarray(X)[:, 0] * 10.0 + _size(X)])
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    X = SPACE.sample_vectors(40, seed=1, method="uniform")
+    y = 50 + 0.3 * _size(X) + X[:, 0]  # top1 grows with size and resolution
+    return X, make_predictor("rbf", seed=0).fit(SPACE.features(X), y)
+
+
+@pytest.mark.parametrize("cheap, n_cheap, repair", [(None, 0, "push"), (_cheap1, 1, "fill"),
+                                                     (_cheap2, 2, "push")])
+def test_run_search_valid_and_deterministic(fitted, cheap, n_cheap, repair):
+    A, pred = fitted
+    kw = dict(pop_size=20, n_gen=4, seed=3, repair=repair, sampler="balanced")
+    X, F = run_search(SPACE, pred, cheap, n_cheap, A, **kw)
+    assert X.shape == (20, SPACE.n_var) and F.shape == (20, 1 + n_cheap)
+    assert X.dtype.kind == "i" and SPACE.is_valid(X).all()
+    assert len({tuple(r) for r in X}) == len(X)  # duplicates eliminated
+    np.testing.assert_allclose(F[:, 0], 100 - pred.predict(SPACE.features(X)))
+    if n_cheap:
+        np.testing.assert_allclose(F[:, 1:], cheap(X))
+    if repair == "fill":  # after fill, a zero slot is followed only by zeros within its stage
+        blocks = X[:, 2:].reshape(len(X), 5, 4)
+        assert not ((blocks[:, :, :-1] == 0) & (blocks[:, :, 1:] != 0)).any()
+    X2, F2 = run_search(SPACE, pred, cheap, n_cheap, A, **kw)
+    np.testing.assert_array_equal(X, X2)
+    np.testing.assert_array_equal(F, F2)
+
+
+def test_single_objective_search_improves(fitted):
+    A, pred = fitted
+    X, F = run_search(SPACE, pred, None, 0, A[:5], pop_size=20, n_gen=8, seed=0)
+    start = 100 - pred.predict(SPACE.features(A[:5]))
+    assert F[:, 0].min() < start.min()
+
+
+def test_subset_spreads_along_cheap_objective():
+    rng = np.random.default_rng(0)
+    C = np.sort(rng.random(40) * 10)[:, None]
+    archive = np.array([[0.0], [10.0]])
+    idx = select_subset(C, 4, seed=0, archive_F_cheap=archive, pop_size=40, n_gen=30)
+    assert len(idx) == 4 and len(set(idx.tolist())) == 4
+    chosen = spread_score(C[idx] / 10, archive / 10)
+    clumped = spread_score(C[:4] / 10, archive / 10)
+    assert chosen < clumped / 3
+    assert idx.tolist() == select_subset(C, 4, seed=0, archive_F_cheap=archive, pop_size=40,
+                                         n_gen=30).tolist()
+
+
+def test_subset_exact_small_case_and_fallbacks():
+    C = np.array([[0.0], [1.0], [2.0], [5.0], [9.0], [10.0]])
+    # archive at 0 and 10: the even choice of 1 point is 5.0 (gaps 5, 5)
+    assert select_subset(C, 1, archive_F_cheap=np.array([[0.0], [10.0]])).tolist() == [3]
+    assert select_subset(C, 10).tolist() == list(range(6))  # fewer candidates than K
+    err = np.array([5.0, 1.0, 3.0, 2.0, 9.0, 0.5])
+    assert select_subset(np.empty((6, 0)), 2, predicted_error=err).tolist() == [1, 5]
+
+
+def test_drop_known():
+    assert drop_known(["a", "b", "a", "c", "d"], ["c"]).tolist() == [0, 1, 4]
