@@ -1,0 +1,231 @@
+"""``index.html``: one self-contained page (inline CSS, PNGs as data URIs, no fetches)."""
+
+from __future__ import annotations
+
+import base64
+import math
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from natv2.report.load import ResultsData, as_float
+
+NA = "not available"
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;
+max-width:1250px;padding:1rem 2rem;color:#222;line-height:1.4}
+h1{margin-bottom:.2rem}h2{border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-top:2rem}
+table{border-collapse:collapse;font-size:.9rem;margin:.5rem 0}
+th,td{border:1px solid #ccc;padding:.25rem .6rem;text-align:right}
+th{background:#f3f3f3}td.l,th.l{text-align:left}
+code,pre{font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:.85rem}
+pre{background:#f7f7f7;border:1px solid #e3e3e3;padding:.6rem;overflow:auto}
+img{max-width:100%;height:auto;border:1px solid #eee;box-sizing:border-box}
+.row{display:flex;flex-wrap:wrap;gap:1rem}.row img{width:calc(50% - .6rem);max-width:600px}
+.na{color:#888;font-style:italic}td.sub{padding-left:1.6rem;color:#555}
+"""
+
+# Marks <body data-loaded="N" data-images="M"> once the page has loaded, N = images decoded.
+_SCRIPT = """
+window.addEventListener("load", function () {
+  var imgs = document.images, n = 0;
+  for (var i = 0; i < imgs.length; i++) {
+    if (imgs[i].complete && imgs[i].naturalWidth > 0) { n++; }
+  }
+  document.body.setAttribute("data-images", String(imgs.length));
+  document.body.setAttribute("data-loaded", String(n));
+});
+"""
+
+
+def _e(value: Any) -> str:
+    return escape(str(value), quote=True)
+
+
+def _na() -> str:
+    return f'<span class="na">{NA}</span>'
+
+
+def _num(value: Any, fmt: str = "{:,.2f}") -> str:
+    v = as_float(value)
+    return _na() if v is None else _e(fmt.format(v))
+
+
+def _int(value: Any) -> str:
+    v = as_float(value)
+    return _na() if v is None else _e(f"{int(round(v)):,}")
+
+
+def _img(png: bytes, alt: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" alt="{_e(alt)}">'
+
+
+def _table(head: list[str], rows: list[list[str]], table_id: str = "",
+           left: tuple[int, ...] = ()) -> str:
+    tid = f' id="{_e(table_id)}"' if table_id else ""
+    ths = "".join(f'<th{" class=l" if i in left else ""}>{_e(h)}</th>'
+                  for i, h in enumerate(head))
+    body = "".join(
+        "<tr>" + "".join(f'<td{" class=l" if i in left else ""}>{c}</td>'
+                         for i, c in enumerate(r)) + "</tr>\n"
+        for r in rows)
+    return f"<table{tid}><thead><tr>{ths}</tr></thead>\n<tbody>\n{body}</tbody></table>"
+
+
+def _plain(obj: Any) -> Any:
+    """Config values as plain YAML types (paths, tuples, numpy scalars ...)."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    if obj is None or isinstance(obj, bool | int | float | str):
+        return obj
+    if hasattr(obj, "item"):
+        return _plain(obj.item())
+    if isinstance(obj, Path):
+        return str(obj)
+    return str(obj)
+
+
+def config_yaml(config: dict) -> str:
+    return yaml.safe_dump(_plain(config), sort_keys=False, default_flow_style=False,
+                          allow_unicode=True)
+
+
+def _summary(data: ResultsData, metrics: dict[str, Any], front_size: int,
+             budgets: list[int]) -> str:
+    fam = (data.supernet or {}).get("family")
+    best = metrics["best_top1"]
+    items = [
+        ("results directory", _e(data.results_dir)),
+        ("super-network family", _e(fam) if fam else _na()),
+        ("search rounds", _e(metrics["rounds"])),
+        ("architectures evaluated", _e(f"{metrics['n_evaluated']:,}")),
+        ("final archive", _e(f"{len(data.final_archive)} architectures, "
+                             f"{front_size} non-dominated (top-1 vs params)")),
+        ("hypervolume (last round)", _num(metrics["hypervolume"], "{:.6g}")),
+        ("fine-tuned networks", _e(len(data.used_finetune)) if data.finetune else _na()),
+        ("best fine-tuned test top-1", _na() if best is None else _e(f"{best:.2f} %")),
+    ]
+    for b in budgets:
+        v = metrics["best_top1_under"][str(int(b))]
+        items.append((f"best test top-1 with params <= {int(b):,}",
+                      _na() if v is None else _e(f"{v:.2f} %")))
+    return "<table id=\"summary\"><tbody>\n" + "".join(
+        f"<tr><th class=l>{_e(k)}</th><td class=l>{v}</td></tr>\n" for k, v in items
+    ) + "</tbody></table>"
+
+
+def _finetune(data: ResultsData) -> str:
+    rows = []
+    for s in data.used_finetune:
+        m = s.metrics
+        rows.append([_e(s.rank), f"<code>{_e(s.encoding)}</code>", _int(m.get("params")),
+                     _int(m.get("macs")), _num(m.get("latency_ms")),
+                     _num(m.get("top1_before")), _num(m.get("top1_after"))])
+    out = _table(["rank", "encoding", "params", "MACs", "latency (ms)",
+                  "top-1 before (%)", "top-1 after (%)"], rows, "finetuned", left=(1,))
+    if not data.finetune:
+        out += f"<p>Fine-tuned networks: {_na()} (no <code>finetune/rank_N/metrics.json</code>" \
+               " yet).</p>"
+    unused = [s for s in data.finetune if not s.used]
+    if unused:
+        out += "<p>Unused rank slots:</p><ul>" + "".join(
+            f"<li>rank {_e(s.rank)}: {_e(s.reason or 'no reason given')}</li>" for s in unused
+        ) + "</ul>"
+    return out
+
+
+def _front(data: ResultsData, pareto: Any) -> str:
+    fr = pareto[pareto["front"]]
+    lat = data.final_archive.set_index("arch")["latency_ms"].to_dict()
+    rows = [[f"<code>{_e(r.arch)}</code>", _int(r.params), _int(r.macs), _num(r.top1),
+             _num(lat.get(r.arch)), _e(r.round)] for r in fr.itertuples()]
+    return _table(["encoding", "params", "MACs", "val top-1 (%)", "latency (ms)", "round"],
+                  rows, "front", left=(0,))
+
+
+def _supernet(data: ResultsData) -> str:
+    sn = data.supernet
+    if sn is None:
+        return f"<p>Super-network summary: {_na()} (no <code>supernet/supernet.json</code>).</p>"
+    val = sn.get("val_top1") if isinstance(sn.get("val_top1"), dict) else {}
+    src = sn.get("source")
+    items = [
+        ("family", _e(sn.get("family", NA))),
+        ("width multiplier", _e(sn.get("width_mult", NA))),
+        ("source", _e(src if isinstance(src, str) else yaml.safe_dump(_plain(src),
+                      default_flow_style=True).strip()) if src is not None else _na()),
+        ("sha256", f"<code>{_e(sn['sha256'])}</code>" if sn.get("sha256") else _na()),
+        ("val top-1 largest (%)", _num(val.get("largest"))),
+        ("val top-1 smallest (%)", _num(val.get("smallest"))),
+        ("training time (s)", _num(sn.get("seconds"), "{:,.1f}")),
+    ]
+    out = "<table id=\"supernet\"><tbody>\n" + "".join(
+        f"<tr><th class=l>{_e(k)}</th><td class=l>{v}</td></tr>\n" for k, v in items
+    ) + "</tbody></table>"
+    phases = sn.get("phases") or []
+    if phases:
+        out += "<p>Training phases:</p>" + _table(
+            ["phase", "epochs", "seconds"],
+            [[_e(p.get("name", "")), _int(p.get("epochs")), _num(p.get("seconds"), "{:,.1f}")]
+             for p in phases if isinstance(p, dict)], "phases", left=(0,))
+    return out
+
+
+def _walltime(rows: list[tuple[str, float | None, bool]]) -> str:
+    if not rows:
+        return f"<p>{_na()}</p>"
+    total = sum(v for _, v, sub in rows if v is not None and not sub)
+    body = "".join(
+        f'<tr><td class="{"l sub" if sub else "l"}">{_e(n)}</td><td>{_num(v, "{:,.1f}")}</td></tr>\n'
+        for n, v, sub in rows)
+    body += f"<tr><th class=l>total</th><th>{_e(f'{total:,.1f}')}</th></tr>\n"
+    return ('<table id="walltime"><thead><tr><th class=l>stage</th><th>seconds</th></tr></thead>'
+            f"\n<tbody>\n{body}</tbody></table>")
+
+
+def render_html(data: ResultsData, *, config: dict, budgets: list[int], metrics: dict,
+                pareto: Any, walltimes: list, figures: dict[str, bytes | None]) -> str:
+    """The whole page as a string (deterministic for the same inputs)."""
+    title = "natv2 report"
+    fam = (data.supernet or {}).get("family")
+    if fam:
+        title += f": {fam}"
+    pred = figures.get("predictor")
+    hv = metrics["hypervolume"]
+    hv_text = "" if hv is None or math.isnan(hv) else f" Last hypervolume: {hv:.6g}."
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_e(title)}</title><style>{_CSS}</style>",
+        f"<script>{_SCRIPT}</script></head><body>",
+        f"<h1>{_e(title)}</h1>",
+        f"<p>Multi-objective architecture search results after {_e(metrics['rounds'])} "
+        f"search round(s).{_e(hv_text)}</p>",
+        "<h2>Summary</h2>", _summary(data, metrics, int(pareto["front"].sum()), budgets),
+        "<h2>Pareto front</h2>",
+        "<p>Every evaluated architecture (validation top-1), coloured by the round that first "
+        "evaluated it; the red step line is the final archive's non-dominated front.</p>",
+        _img(figures["pareto"], "top-1 vs params and vs MACs"),
+        "<h3>Non-dominated architectures (final archive, top-1 vs params)</h3>",
+        _front(data, pareto),
+        "<h2>Search progress</h2>",
+        '<div class="row">',
+        _img(figures["hypervolume"], "hypervolume per round"),
+        _img(pred, "predictor correlation per round") if pred else
+        f"<p>Predictor correlation: {_na()} (no round >= 1 with predictor statistics).</p>",
+        "</div>",
+        "<h2>Fine-tuned networks</h2>", _finetune(data),
+        "<h2>Super-network</h2>", _supernet(data),
+        "<h2>Wall time per stage</h2>", _walltime(walltimes),
+        "<h2>Configuration</h2>",
+        f"<pre id=\"config\">{_e(config_yaml(config))}</pre>",
+        "</body></html>",
+    ]
+    return "\n".join(parts) + "\n"
