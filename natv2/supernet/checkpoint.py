@@ -1,0 +1,225 @@
+"""Checkpoints: OFA's released layouts and our own format, loaded strictly.
+
+Accepted inputs of :func:`load_checkpoint`:
+
+* a raw ``state_dict`` (OFA's current key layout == ours, see ``ofa_mbv3.py``);
+* ``{"state_dict": ...}`` as in OFA's released ``ofa_mbv3_d234_e346_k357_w1.0`` / ``w1.2``;
+* our format written by :func:`save_checkpoint`:
+  ``{"format": "natv2-supernet" | "natv2-static", "config": ..., "state_dict": ..., "extra": ...}``.
+
+Older OFA layouts are mapped by :data:`LEGACY_RENAMES`, the renames of OFA's own
+``OFAMobileNetV3.load_state_dict``: ``.mobile_inverted_conv.`` -> ``.conv.`` first, then, for a
+key our network lacks, the first rule whose result it has. A leading ``module.``
+(``DataParallel``) is dropped when every key has it.
+
+Strictness (departure from OFA, which asserts or silently keeps defaults): an unexpected key,
+a wrong shape or a missing key raises ``ValueError`` naming the first offending key (checkpoint
+order for unexpected/shape, network order for missing). The one tolerated gap is
+``num_batches_tracked`` (absent from some old files, irrelevant with a fixed BN momentum).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from natv2.errors import UserError
+
+from .ofa_mbv3 import SuperNet
+from .static import STATIC_FORMAT, StaticNet, build_static
+
+SUPERNET_FORMAT = "natv2-supernet"
+FORMAT_VERSION = 1
+
+#: OFA's ``OFAMobileNetV3.load_state_dict`` fall-back renames, tried in this order
+LEGACY_RENAMES: tuple[tuple[str, str], ...] = (
+    (".bn.bn.", ".bn."),
+    (".conv.conv.weight", ".conv.weight"),
+    (".linear.linear.", ".linear."),
+    (".linear.", ".linear.linear."),
+    ("bn.", "bn.bn."),
+    ("conv.weight", "conv.conv.weight"),
+)
+
+# config entries that decide which weights exist and what they mean
+_STRUCTURAL_KEYS = ("family", "width_mult", "ks_list", "expand_list", "depth_list")
+
+
+def _read(source: str | os.PathLike | Mapping) -> Mapping:
+    if isinstance(source, Mapping):
+        return source
+    path = Path(source)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling/zip errors come in many types
+        raise UserError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(payload, Mapping):
+        raise UserError(f"checkpoint {path} holds a {type(payload).__name__}, not a dict")
+    return payload
+
+
+def _state_dict_of(payload: Mapping, net: nn.Module) -> Mapping[str, Any]:
+    fmt = payload.get("format")
+    if fmt in (SUPERNET_FORMAT, STATIC_FORMAT):
+        want = SUPERNET_FORMAT if isinstance(net, SuperNet) else STATIC_FORMAT
+        if fmt != want:
+            raise UserError(f"checkpoint format is {fmt!r} but the network needs {want!r}")
+        if fmt == SUPERNET_FORMAT:
+            _check_config(payload.get("config", {}), net.config())
+        return payload["state_dict"]
+    inner = payload.get("state_dict")
+    if isinstance(inner, Mapping):
+        return inner  # OFA's released {"state_dict": ..., ...} wrapper
+    return payload
+
+
+def _check_config(saved: Mapping, current: Mapping) -> None:
+    for key in _STRUCTURAL_KEYS:
+        if key in saved and _canon(saved[key]) != _canon(current[key]):
+            raise UserError(f"checkpoint is for {key}={saved[key]!r}, the network has "
+                            f"{key}={current[key]!r}")
+
+
+def _canon(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return sorted(float(v) for v in value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def _candidates(key: str) -> list[str]:
+    key = key.replace(".mobile_inverted_conv.", ".conv.")
+    return [key] + [key.replace(old, new) for old, new in LEGACY_RENAMES if old in key]
+
+
+def map_state_dict(state_dict: Mapping[str, Any], net: nn.Module) -> dict[str, torch.Tensor]:
+    """Keys of ``state_dict`` renamed to ``net``'s, every shape checked; raises ``ValueError``
+    (naming the first offending key) on unexpected, duplicate, mis-shaped or missing keys."""
+    target = net.state_dict()
+    keys = list(state_dict)
+    if keys and all(k.startswith("module.") for k in keys):
+        state_dict = {k[len("module."):]: v for k, v in state_dict.items()}
+    mapped: dict[str, torch.Tensor] = {}
+    source_of: dict[str, str] = {}
+    for key, value in state_dict.items():
+        if not isinstance(value, torch.Tensor):
+            raise UserError(f"checkpoint entry {key!r} is a {type(value).__name__}, not a tensor")
+        new = next((c for c in _candidates(key) if c in target), None)
+        if new is None:
+            raise UserError(f"unexpected key {key!r} in checkpoint: the network has no such "
+                            f"parameter or buffer")
+        if new in source_of:
+            raise UserError(f"checkpoint keys {source_of[new]!r} and {key!r} both map to "
+                            f"{new!r}")
+        if tuple(value.shape) != tuple(target[new].shape):
+            raise UserError(
+                f"shape mismatch for key {key!r}: checkpoint {tuple(value.shape)} vs network "
+                f"{tuple(target[new].shape)} (a checkpoint for another width_mult or "
+                f"n_classes?)")
+        mapped[new] = value
+        source_of[new] = key
+    for key, value in target.items():
+        if key not in mapped:
+            if key.endswith("num_batches_tracked"):
+                mapped[key] = value
+            else:
+                raise UserError(f"missing key {key!r} in checkpoint")
+    return mapped
+
+
+def load_checkpoint(net: nn.Module, source: str | os.PathLike | Mapping) -> nn.Module:
+    """Load weights into ``net`` (a ``SuperNet`` or a ``StaticNet``) from a path or a dict;
+    returns ``net``. Files are read with ``torch.load(..., map_location="cpu",
+    weights_only=True)``. See the module docstring for the accepted layouts."""
+    payload = _read(source)
+    state = map_state_dict(_state_dict_of(payload, net), net)
+    net.load_state_dict(state, strict=True)
+    return net
+
+
+def _check_plain(value: Any, where: str) -> None:
+    """``extra`` must survive ``weights_only=True`` loading: plain containers and scalars."""
+    if value is None or isinstance(value, str | int | float | bool | torch.Tensor):
+        return
+    if isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            _check_plain(v, f"{where}[{i}]")
+        return
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str | int):
+                raise TypeError(f"{where} has a non-str/int key {k!r}")
+            _check_plain(v, f"{where}[{k!r}]")
+        return
+    raise TypeError(f"{where} is a {type(value).__name__}; only dict/list/str/number/bool/"
+                    f"None/tensor can be saved")
+
+
+def save_checkpoint(net: nn.Module, path: str | os.PathLike, extra: Any = None) -> Path:
+    """Write ``{"format", "version", "config", "state_dict", "extra"}`` atomically (temp file in
+    the same folder, then ``os.replace``). Works for a ``SuperNet`` (format ``natv2-supernet``)
+    and a ``StaticNet`` (format ``natv2-static``). Returns the path."""
+    _check_plain(extra, "extra")
+    fmt = SUPERNET_FORMAT if isinstance(net, SuperNet) else STATIC_FORMAT
+    if fmt == STATIC_FORMAT and not isinstance(net, StaticNet):
+        raise TypeError(f"cannot save a {type(net).__name__}; expected SuperNet or StaticNet")
+    payload = {
+        "format": fmt,
+        "version": FORMAT_VERSION,
+        "config": net.config(),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
+        "extra": extra,
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def read_extra(path: str | os.PathLike) -> Any:
+    """The ``extra`` entry of one of our checkpoints (None for other files)."""
+    payload = _read(path)
+    return payload.get("extra") if payload.get("format") in (SUPERNET_FORMAT,
+                                                              STATIC_FORMAT) else None
+
+
+def load_supernet(path: str | os.PathLike | Mapping) -> SuperNet:
+    """Build the super-network described by one of our ``natv2-supernet`` checkpoints and load
+    its weights (OFA's files carry no config: use ``build_supernet`` + ``load_checkpoint``)."""
+    from .families import build_supernet
+
+    payload = _read(path)
+    if payload.get("format") != SUPERNET_FORMAT:
+        raise UserError(f"{path if not isinstance(path, Mapping) else 'checkpoint'} is not a "
+                        f"{SUPERNET_FORMAT} checkpoint; build the network with build_supernet "
+                        f"and call load_checkpoint")
+    net = build_supernet(**payload["config"])
+    return load_checkpoint(net, payload)
+
+
+def load_static(path: str | os.PathLike | Mapping) -> StaticNet:
+    """Rebuild a static network saved by :func:`save_checkpoint` (format ``natv2-static``)."""
+    payload = _read(path)
+    if payload.get("format") != STATIC_FORMAT:
+        raise UserError(f"not a {STATIC_FORMAT} checkpoint")
+    net = build_static(payload["config"])
+    return load_checkpoint(net, payload)

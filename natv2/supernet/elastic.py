@@ -1,0 +1,245 @@
+"""Elastic operations: one set of maximal weights, sliced per call.
+
+Each op takes the active sizes as ``forward`` arguments (no "active" attributes, no class-level
+switches: departure from OFA's ``active_kernel_size`` / ``KERNEL_TRANSFORM_MODE`` /
+``SET_RUNNING_STATISTICS`` state) and has ``extract(...)`` returning a plain ``nn`` module with
+*cloned* weights whose output equals the elastic op's output for those sizes.
+
+Input widths are read from the input tensor (``x.size(1)``), as OFA does. Sub-widths always
+take the *first* channels of the maximal weights (OFA's slicing convention; OFA's
+``re_organize_middle_weights`` sorts channels by importance to make this work well).
+
+Module/parameter names follow OFA's ``dynamic_op`` so the super-network's ``state_dict`` keys
+equal ``OFAMobileNetV3().state_dict()`` keys: the wrapped weight lives in ``.conv`` /
+``.bn`` / ``.linear`` (giving ``...conv.conv.weight``, ``...bn.bn.running_mean``) and the
+kernel transforms are named ``7to5_matrix`` / ``5to3_matrix``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .common import centre_crop_bounds, se_mid_channels
+from .static import SqueezeExcite
+
+
+def _check_width(name: str, active: int, maximum: int) -> None:
+    if not 0 < active <= maximum:
+        raise ValueError(f"{name}: active width {active} outside 1..{maximum}")
+
+
+class ElasticConv2d(nn.Module):
+    """Dense (groups=1) convolution with elastic input and output widths (OFA's
+    ``DynamicConv2d``). 'Same' padding ``k // 2``."""
+
+    def __init__(self, max_in_channels: int, max_out_channels: int, kernel_size: int = 1,
+                 stride: int = 1, bias: bool = False):
+        super().__init__()
+        self.max_in_channels = max_in_channels
+        self.max_out_channels = max_out_channels
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.conv = nn.Conv2d(max_in_channels, max_out_channels, kernel_size, stride,
+                              kernel_size // 2, bias=bias)
+
+    def active_weight(self, in_channels: int, out_channels: int) -> torch.Tensor:
+        _check_width("ElasticConv2d in", in_channels, self.max_in_channels)
+        _check_width("ElasticConv2d out", out_channels, self.max_out_channels)
+        return self.conv.weight[:out_channels, :in_channels]
+
+    def active_bias(self, out_channels: int) -> torch.Tensor | None:
+        return None if self.conv.bias is None else self.conv.bias[:out_channels]
+
+    def forward(self, x: torch.Tensor, out_channels: int | None = None) -> torch.Tensor:
+        out = self.max_out_channels if out_channels is None else out_channels
+        w = self.active_weight(x.size(1), out)
+        return F.conv2d(x, w, self.active_bias(out), self.stride, self.kernel_size // 2)
+
+    @torch.no_grad()
+    def extract(self, in_channels: int, out_channels: int | None = None) -> nn.Conv2d:
+        out = self.max_out_channels if out_channels is None else out_channels
+        conv = nn.Conv2d(in_channels, out, self.kernel_size, self.stride, self.kernel_size // 2,
+                         bias=self.conv.bias is not None)
+        conv = conv.to(device=self.conv.weight.device, dtype=self.conv.weight.dtype)
+        conv.weight.copy_(self.active_weight(in_channels, out))
+        if conv.bias is not None:
+            conv.bias.copy_(self.active_bias(out))
+        return conv
+
+
+class ElasticDepthwiseConv2d(nn.Module):
+    """Depthwise convolution with elastic channels and kernel size (OFA's
+    ``DynamicSeparableConv2d`` with ``KERNEL_TRANSFORM_MODE = 1``).
+
+    A kernel smaller than the maximum is made, as in OFA, by walking down the sorted kernel
+    list: centre-crop the current kernel to the next size ``t``, flatten each channel's
+    ``t x t`` filter and multiply it by the learned ``t^2 x t^2`` matrix ``"{s}to{t}_matrix"``
+    (``F.linear``, i.e. ``filter @ M.T``), until size ``t`` is the asked one. Matrices start as
+    the identity, so the untrained transform is a plain centre crop.
+    """
+
+    def __init__(self, max_channels: int, kernel_sizes: Sequence[int], stride: int = 1):
+        super().__init__()
+        self.max_channels = max_channels
+        self.kernel_sizes = tuple(sorted(set(int(k) for k in kernel_sizes)))
+        if not self.kernel_sizes or any(k % 2 == 0 or k < 1 for k in self.kernel_sizes):
+            raise ValueError(f"kernel sizes must be odd positive ints, got {kernel_sizes}")
+        self.max_kernel_size = self.kernel_sizes[-1]
+        self.stride = stride
+        self.conv = nn.Conv2d(max_channels, max_channels, self.max_kernel_size, stride,
+                              self.max_kernel_size // 2, groups=max_channels, bias=False)
+        for big, small in zip(self.kernel_sizes[1:], self.kernel_sizes[:-1], strict=True):
+            # names start with a digit, so register_parameter and getattr are the only ways in
+            self.register_parameter(self._matrix_name(big, small),
+                                    nn.Parameter(torch.eye(small * small)))
+
+    @staticmethod
+    def _matrix_name(big: int, small: int) -> str:
+        return f"{big}to{small}_matrix"
+
+    def active_weight(self, channels: int, kernel_size: int) -> torch.Tensor:
+        _check_width("ElasticDepthwiseConv2d", channels, self.max_channels)
+        if kernel_size not in self.kernel_sizes:
+            raise ValueError(f"kernel size {kernel_size} not in {list(self.kernel_sizes)}")
+        weight = self.conv.weight[:channels]  # (C, 1, K, K)
+        size = self.max_kernel_size
+        for big, small in zip(reversed(self.kernel_sizes[1:]), reversed(self.kernel_sizes[:-1]),
+                              strict=True):
+            if big <= kernel_size:
+                break
+            start, end = centre_crop_bounds(big, small)
+            flat = weight[:, :, start:end, start:end].reshape(-1, small * small)
+            flat = F.linear(flat, getattr(self, self._matrix_name(big, small)))
+            weight = flat.reshape(channels, 1, small, small)
+            size = small
+        assert size == kernel_size
+        return weight
+
+    def forward(self, x: torch.Tensor, kernel_size: int | None = None) -> torch.Tensor:
+        k = self.max_kernel_size if kernel_size is None else kernel_size
+        channels = x.size(1)
+        w = self.active_weight(channels, k)
+        return F.conv2d(x, w, None, self.stride, k // 2, 1, channels)
+
+    @torch.no_grad()
+    def extract(self, channels: int, kernel_size: int | None = None) -> nn.Conv2d:
+        k = self.max_kernel_size if kernel_size is None else kernel_size
+        conv = nn.Conv2d(channels, channels, k, self.stride, k // 2, groups=channels, bias=False)
+        conv = conv.to(device=self.conv.weight.device, dtype=self.conv.weight.dtype)
+        conv.weight.copy_(self.active_weight(channels, k))
+        return conv
+
+
+class ElasticBatchNorm2d(nn.Module):
+    """BatchNorm over the first ``C`` channels of a maximal ``nn.BatchNorm2d`` (``.bn``),
+    as OFA's ``DynamicBatchNorm2d``.
+
+    Training mode normalises with batch statistics and updates the sliced running statistics
+    in place (they are buffers, not autograd inputs) with the BN's momentum, or the cumulative
+    average when momentum is None, like ``nn.BatchNorm2d``. BN re-calibration for a sub-network
+    is done on the *extracted* static net (no OFA-style global switch needed).
+    """
+
+    def __init__(self, max_features: int, eps: float = 1e-5, momentum: float | None = 0.1):
+        super().__init__()
+        self.max_features = max_features
+        self.bn = nn.BatchNorm2d(max_features, eps=eps, momentum=momentum)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bn = self.bn
+        c = x.size(1)
+        _check_width("ElasticBatchNorm2d", c, self.max_features)
+        factor = 0.0
+        if self.training:
+            bn.num_batches_tracked.add_(1)
+            factor = (1.0 / float(bn.num_batches_tracked) if bn.momentum is None
+                      else bn.momentum)
+        return F.batch_norm(x, bn.running_mean[:c], bn.running_var[:c], bn.weight[:c],
+                            bn.bias[:c], self.training, factor, bn.eps)
+
+    @torch.no_grad()
+    def extract(self, features: int) -> nn.BatchNorm2d:
+        src = self.bn
+        bn = nn.BatchNorm2d(features, eps=src.eps, momentum=src.momentum)
+        bn = bn.to(device=src.weight.device, dtype=src.weight.dtype)
+        bn.weight.copy_(src.weight[:features])
+        bn.bias.copy_(src.bias[:features])
+        bn.running_mean.copy_(src.running_mean[:features])
+        bn.running_var.copy_(src.running_var[:features])
+        bn.num_batches_tracked.copy_(src.num_batches_tracked)
+        return bn
+
+
+class ElasticSE(nn.Module):
+    """Squeeze-excite with elastic channels (OFA's ``DynamicSE``): for ``C`` active channels
+    the reduce width is ``make_divisible(C // 4, 8)`` and the first rows/columns are used."""
+
+    def __init__(self, max_channels: int, reduction: int = 4):
+        super().__init__()
+        self.max_channels = max_channels
+        self.reduction = reduction
+        mid = se_mid_channels(max_channels, reduction)
+        # child names as OFA's SEModule.fc, so keys are ``se.fc.reduce.weight`` etc.
+        self.fc = nn.ModuleDict({
+            "reduce": nn.Conv2d(max_channels, mid, 1, 1, 0, bias=True),
+            "expand": nn.Conv2d(mid, max_channels, 1, 1, 0, bias=True),
+        })
+
+    def active_mid(self, channels: int) -> int:
+        return se_mid_channels(channels, self.reduction)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.size(1)
+        _check_width("ElasticSE", c, self.max_channels)
+        mid = self.active_mid(c)
+        reduce, expand = self.fc["reduce"], self.fc["expand"]
+        y = x.mean(3, keepdim=True).mean(2, keepdim=True)  # OFA's pooling order
+        y = F.relu(F.conv2d(y, reduce.weight[:mid, :c], reduce.bias[:mid]))
+        y = F.hardsigmoid(F.conv2d(y, expand.weight[:c, :mid], expand.bias[:c]))
+        return x * y
+
+    @torch.no_grad()
+    def extract(self, channels: int) -> SqueezeExcite:
+        mid = self.active_mid(channels)
+        reduce, expand = self.fc["reduce"], self.fc["expand"]
+        se = SqueezeExcite(channels, mid).to(device=reduce.weight.device,
+                                             dtype=reduce.weight.dtype)
+        se.fc.reduce.weight.copy_(reduce.weight[:mid, :channels])
+        se.fc.reduce.bias.copy_(reduce.bias[:mid])
+        se.fc.expand.weight.copy_(expand.weight[:channels, :mid])
+        se.fc.expand.bias.copy_(expand.bias[:channels])
+        return se
+
+
+class ElasticLinear(nn.Module):
+    """Linear layer with elastic input and output features (OFA's ``DynamicLinear``); meant
+    for OFAv2 heads whose input width varies."""
+
+    def __init__(self, max_in_features: int, max_out_features: int, bias: bool = True):
+        super().__init__()
+        self.max_in_features = max_in_features
+        self.max_out_features = max_out_features
+        self.linear = nn.Linear(max_in_features, max_out_features, bias=bias)
+
+    def forward(self, x: torch.Tensor, out_features: int | None = None) -> torch.Tensor:
+        out = self.max_out_features if out_features is None else out_features
+        c = x.size(1)
+        _check_width("ElasticLinear in", c, self.max_in_features)
+        _check_width("ElasticLinear out", out, self.max_out_features)
+        bias = None if self.linear.bias is None else self.linear.bias[:out]
+        return F.linear(x, self.linear.weight[:out, :c], bias)
+
+    @torch.no_grad()
+    def extract(self, in_features: int, out_features: int | None = None) -> nn.Linear:
+        out = self.max_out_features if out_features is None else out_features
+        src = self.linear
+        lin = nn.Linear(in_features, out, bias=src.bias is not None)
+        lin = lin.to(device=src.weight.device, dtype=src.weight.dtype)
+        lin.weight.copy_(src.weight[:out, :in_features])
+        if lin.bias is not None:
+            lin.bias.copy_(src.bias[:out])
+        return lin
