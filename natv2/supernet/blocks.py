@@ -6,9 +6,13 @@ k x k -> BN -> act -> [SE] -> 1x1 project -> BN) with kernel size and expand rat
 shortcut when stride 1 and in == out), so ``state_dict`` keys read
 ``blocks.N.conv.inverted_bottleneck.conv.conv.weight`` exactly as OFA's.
 
-OFAv2 extension points: parallel branches (P) become further children of :class:`ElasticBlock`
-beside ``conv`` with a branch mask argument; dense skips (D) are routed by the super-network
-per stage and need nothing here.
+OFAv2: with ``parallel=True`` (P families) the block also holds the two static branches of the
+thesis' ``dynamic_parallel_body_stage_layers_builder`` beside ``conv``: ``conv1x1`` and
+``transform`` (see :mod:`.static`); ``forward`` takes the branch mask ``nw`` (bits of
+:mod:`natv2.space.arch`) and sums the active branches in the thesis' order (MBConv with its
+shortcut, 1x1, transformation). Only kernel size and expand ratio are elastic: the branches'
+input width is fixed per block, so they are plain modules, copied as they are on extraction.
+Dense skips (D) are routed by the super-network per stage and need nothing here.
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from natv2.space.arch import NW_CONV1X1, NW_MBCONV, NW_TRANSFORM
+
 from .common import active_mid_channels, build_activation
 from .elastic import ElasticBatchNorm2d, ElasticConv2d, ElasticDepthwiseConv2d, ElasticSE
-from .static import Block, MBConv
+from .static import Block, MBConv, conv1x1_branch, sum_tensors, transform_branch
 
 __all__ = ["Block", "ElasticBlock", "ElasticMBConv", "MBConv"]
 
@@ -122,15 +128,21 @@ class ElasticMBConv(nn.Module):
 
 class ElasticBlock(nn.Module):
     """One slot of a stage: elastic MBConv body in ``.conv`` plus an identity shortcut when the
-    shapes allow (stride 1, in == out), exactly where OFA puts one."""
+    shapes allow (stride 1, in == out), exactly where OFA puts one; with ``parallel=True`` also
+    the P families' ``conv1x1`` and ``transform`` branches."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_sizes: Sequence[int],
                  expand_ratios: Sequence[float], stride: int, act: str, use_se: bool,
-                 bn_momentum: float = 0.1, bn_eps: float = 1e-5):
+                 bn_momentum: float = 0.1, bn_eps: float = 1e-5, parallel: bool = False):
         super().__init__()
         self.residual = stride == 1 and in_channels == out_channels
+        self.parallel = bool(parallel)
         self.conv = ElasticMBConv(in_channels, out_channels, kernel_sizes, expand_ratios,
                                   stride, act, use_se, bn_momentum, bn_eps)
+        if self.parallel:
+            bn = {"momentum": bn_momentum, "eps": bn_eps}
+            self.conv1x1 = conv1x1_branch(in_channels, out_channels, stride, act, bn)
+            self.transform = transform_branch(in_channels, out_channels, stride, act, bn)
 
     @property
     def in_channels(self) -> int:
@@ -140,18 +152,50 @@ class ElasticBlock(nn.Module):
     def out_channels(self) -> int:
         return self.conv.out_channels
 
-    def forward(self, x: torch.Tensor, kernel_size: int, expand_ratio: float) -> torch.Tensor:
-        y = self.conv(x, kernel_size, expand_ratio)
-        return y + x if self.residual else y
+    def _check_nw(self, nw: int) -> None:
+        if not 1 <= nw <= 7:
+            raise ValueError(f"branch mask nw {nw} not in 1..7")
+        if nw != NW_MBCONV and not self.parallel:
+            raise ValueError(f"branch mask nw={nw} needs a parallel (P family) block")
 
-    def static_config(self, in_channels: int, kernel_size: int,
-                      expand_ratio: float) -> dict[str, Any]:
-        return self.conv.static_config(in_channels, kernel_size, expand_ratio, self.residual)
+    def forward(self, x: torch.Tensor, kernel_size: int, expand_ratio: float,
+                nw: int = NW_MBCONV) -> torch.Tensor:
+        self._check_nw(nw)
+        outs = []
+        if nw & NW_MBCONV:
+            y = self.conv(x, kernel_size, expand_ratio)
+            outs.append(y + x if self.residual else y)
+        if nw & NW_CONV1X1:
+            outs.append(self.conv1x1(x))
+        if nw & NW_TRANSFORM:
+            outs.append(self.transform(x))
+        return sum_tensors(outs)
+
+    def static_config(self, in_channels: int, kernel_size: int, expand_ratio: float,
+                      nw: int | None = None) -> dict[str, Any]:
+        """Config of the static :class:`Block`; ``nw`` (P families) adds the branch mask."""
+        config = self.conv.static_config(in_channels, kernel_size, expand_ratio, self.residual)
+        if nw is not None:
+            self._check_nw(nw)
+            config["nw"] = int(nw)
+        return config
+
+    @torch.no_grad()
+    def extract_into(self, block: Block, in_channels: int, kernel_size: int,
+                     expand_ratio: float) -> None:
+        """Copy the active weights (cloned) into a static :class:`Block` built from
+        :meth:`static_config` (its ``None`` branches are the inactive ones)."""
+        if block.conv is not None:
+            self.conv.extract_into(block.conv, in_channels, kernel_size, expand_ratio)
+        for name in ("conv1x1", "transform"):
+            target = getattr(block, name)
+            if target is not None:
+                target.load_state_dict(getattr(self, name).state_dict(), strict=True)
 
     def extract(self, in_channels: int, kernel_size: int, expand_ratio: float,
-                bn: dict[str, float]) -> Block:
-        block = Block(self.static_config(in_channels, kernel_size, expand_ratio), bn)
+                bn: dict[str, float], nw: int | None = None) -> Block:
+        block = Block(self.static_config(in_channels, kernel_size, expand_ratio, nw), bn)
         block = block.to(device=self.conv.point_linear["bn"].bn.weight.device,
                          dtype=self.conv.point_linear["bn"].bn.weight.dtype)
-        self.conv.extract_into(block.conv, in_channels, kernel_size, expand_ratio)
+        self.extract_into(block, in_channels, kernel_size, expand_ratio)
         return block

@@ -82,6 +82,13 @@ def _state_dict_of(payload: Mapping, net: nn.Module) -> Mapping[str, Any]:
 
 
 def _check_config(saved: Mapping, current: Mapping) -> None:
+    """Refuse, in one line, a checkpoint of another family / width / choice lists."""
+    fam, width = saved.get("family", current["family"]), saved.get("width_mult",
+                                                                    current["width_mult"])
+    if fam != current["family"] or _canon(width) != _canon(current["width_mult"]):
+        raise UserError(f"checkpoint is for family {fam}, width_mult={width}; this "
+                        f"super-network is {current['family']}, "
+                        f"width_mult={current['width_mult']}")
     for key in _STRUCTURAL_KEYS:
         if key in saved and _canon(saved[key]) != _canon(current[key]):
             raise UserError(f"checkpoint is for {key}={saved[key]!r}, the network has "
@@ -101,10 +108,15 @@ def _candidates(key: str) -> list[str]:
     return [key] + [key.replace(old, new) for old, new in LEGACY_RENAMES if old in key]
 
 
-def map_state_dict(state_dict: Mapping[str, Any], net: nn.Module) -> dict[str, torch.Tensor]:
+def map_state_dict(state_dict: Mapping[str, Any],
+                   net: nn.Module | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Keys of ``state_dict`` renamed to ``net``'s, every shape checked; raises ``ValueError``
-    (naming the first offending key) on unexpected, duplicate, mis-shaped or missing keys."""
-    target = net.state_dict()
+    (naming the first offending key) on unexpected, duplicate, mis-shaped or missing keys.
+
+    ``net`` may also be a mapping ``key -> tensor`` standing for the wanted keys and shapes
+    (e.g. the part of an OFAv2 super-network that OFA's checkpoints hold, see
+    :mod:`.warm_start`)."""
+    target = net.state_dict() if isinstance(net, nn.Module) else net
     keys = list(state_dict)
     if keys and all(k.startswith("module.") for k in keys):
         state_dict = {k[len("module."):]: v for k, v in state_dict.items()}

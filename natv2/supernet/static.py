@@ -9,16 +9,33 @@ OFA/NAT sub-networks load 1:1.
 
 ``build_static(config)`` rebuilds a network from ``net.config()`` (OFA's symmetric
 ``config`` / ``build_from_config`` idea), which is how fine-tuned models are saved and reloaded.
+
+OFAv2 families (Sarti et al.; facts from the authors' ``OFA_mbv3_extended`` code) reuse the same
+modules and config:
+
+* **P** blocks carry ``"nw"`` (the branch mask, bits of :mod:`natv2.space.arch`) and build only
+  the active branches beside ``conv``: ``conv1x1`` (1x1 conv, stride of the block, BN, act: the
+  thesis' ``ConvLayer``) and ``transform`` (max-pool ``k=s=stride, ceil_mode`` when strided,
+  1x1 conv *with bias* when the width changes, BN, act: the thesis' ``TransformationLayer``).
+  As in the thesis, the identity shortcut belongs to the MBConv branch
+  (``ResidualBlock(mbconv, shortcut)`` is branch 0 of its parallel group).
+* **D** (``family`` has a D) routes blocks per stage with :func:`stage_input`.
+* **EE** single-exit nets keep the exit they end with at top level (``final_expand_layer`` ...),
+  so a net at ``nd=5`` has OFA's key layout; multi-exit nets add ``early_exits`` (one
+  :class:`ExitHead` per earlier exit) and return the list of logits of exits ``1..nd``.
 """
 
 from __future__ import annotations
 
 import copy
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
+
+from natv2.space.arch import FAMILIES, NW_CONV1X1, NW_MBCONV, NW_TRANSFORM, has_dense
 
 from .common import build_activation
 
@@ -96,25 +113,146 @@ class MBConv(nn.Module):
         return self.point_linear(self.depth_conv(x))
 
 
+def transform_branch(in_channels: int, out_channels: int, stride: int, act: str,
+                     bn: dict[str, float]) -> nn.Sequential:
+    """The P families' "transformation" branch (the thesis' ``TransformationLayer``): max-pool
+    (kernel = stride = ``stride``, ``ceil_mode=True``) when strided, a 1x1 conv *with bias* (a
+    plain ``nn.Conv2d``, as in the thesis) when the width changes, then BN and the activation."""
+    layers: list[tuple[str, nn.Module]] = []
+    if stride > 1:
+        layers.append(("pool", nn.MaxPool2d(stride, stride, ceil_mode=True)))
+    if in_channels != out_channels:
+        layers.append(("conv", nn.Conv2d(in_channels, out_channels, 1, bias=True)))
+    layers.append(("bn", _bn(out_channels, bn)))
+    layers.append(("act", build_activation(act)))
+    return nn.Sequential(OrderedDict(layers))
+
+
+def conv1x1_branch(in_channels: int, out_channels: int, stride: int, act: str,
+                   bn: dict[str, float]) -> nn.Sequential:
+    """The P families' 1x1 branch (the thesis' ``ConvLayer(k=1, stride, act)``: conv without
+    bias, BN, activation)."""
+    return conv_bn_act(in_channels, out_channels, 1, stride, act, bn)
+
+
+def sum_tensors(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Out-of-place sum in list order (one tensor comes back as is)."""
+    out = tensors[0]
+    for t in tensors[1:]:
+        out = out + t
+    return out
+
+
+def stage_input(stage_in: torch.Tensor, outputs: Sequence[torch.Tensor],
+                dense: bool) -> torch.Tensor:
+    """Input of the next block of a stage (or the stage output once every block ran), given the
+    stage input and the outputs of the blocks run so far.
+
+    Plain: the last output. Dense (D families), the thesis' ``get_input_tensor``: with
+    ``n = len(outputs)`` blocks done, ``n <= 2`` gives the last output (or the stage input),
+    else ``outputs[n-1] + outputs[0] + ... + outputs[n-3]`` -- block ``j`` (1-based, j >= 4)
+    gets block ``j-1``'s output plus those of blocks ``1..j-3``. Block 3 gets block 2's output
+    only; a stage of depth 3 outputs ``out3 + out1``, of depth 4 ``out4 + out1 + out2``. (Our
+    reading of why ``j-2`` is left out: its output already reaches block ``j`` through block
+    ``j-1``'s identity shortcut.) The rule is the thesis', not DESIGN section 1's first sketch
+    ("blocks 1..j-2"). Departure: the thesis adds in place (``+=``); we sum out of place.
+    """
+    if not outputs:
+        return stage_in
+    n = len(outputs)
+    if not dense or n <= 2:
+        return outputs[-1]
+    return sum_tensors([outputs[-1], *outputs[: n - 2]])
+
+
 class Block(nn.Module):
     """OFA's ``ResidualBlock``: ``conv(x) (+ x when residual)``. The body lives in ``.conv`` so
-    keys read ``blocks.N.conv....`` as in OFA. OFAv2 parallel branches will sit beside ``conv``."""
+    keys read ``blocks.N.conv....`` as in OFA.
+
+    P families: a config with ``"nw"`` builds only the active branches (``conv``, ``conv1x1``,
+    ``transform``; absent ones are ``None``) and sums their outputs in that order; the identity
+    shortcut is part of the MBConv branch (thesis: ``ResidualBlock`` is the first branch).
+    """
 
     def __init__(self, config: dict[str, Any], bn: dict[str, float]):
         super().__init__()
-        self.residual = bool(config["residual"])
-        self.conv = MBConv(config, bn)
+        c = config
+        self.residual = bool(c["residual"])
+        nw = int(c.get("nw", NW_MBCONV))
+        if not 1 <= nw <= 7:
+            raise ValueError(f"block branch mask nw must be in 1..7, got {nw}")
+        self.nw = nw
+        self.conv = MBConv(c, bn) if nw & NW_MBCONV else None
+        self.conv1x1 = (conv1x1_branch(c["in_channels"], c["out_channels"], c["stride"],
+                                       c["act"], bn) if nw & NW_CONV1X1 else None)
+        self.transform = (transform_branch(c["in_channels"], c["out_channels"], c["stride"],
+                                           c["act"], bn) if nw & NW_TRANSFORM else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv(x)
-        return y + x if self.residual else y
+        outs = []
+        if self.conv is not None:
+            y = self.conv(x)
+            outs.append(y + x if self.residual else y)
+        if self.conv1x1 is not None:
+            outs.append(self.conv1x1(x))
+        if self.transform is not None:
+            outs.append(self.transform(x))
+        return sum_tensors(outs)
+
+
+def head_forward(final_expand: nn.Module, feature_mix: nn.Module, classifier: nn.Module,
+                 x: torch.Tensor) -> torch.Tensor:
+    """OFA's head: final expand -> global average pool -> feature mix -> flatten -> classifier."""
+    x = final_expand(x)
+    x = x.mean(3, keepdim=True).mean(2, keepdim=True)  # global average pool, OFA's order
+    x = feature_mix(x)
+    x = torch.flatten(x, 1)
+    return classifier(x)
+
+
+def head_modules(config: dict[str, Any], bn: dict[str, float]) -> dict[str, nn.Module]:
+    """``final_expand_layer``, ``feature_mix_layer`` (no BN, no bias, as OFA) and ``classifier``
+    (dropout + linear) of a head config (keys ``final_expand``, ``feature_mix``, ``classifier``)."""
+    fe, fm, cl = config["final_expand"], config["feature_mix"], config["classifier"]
+    return {
+        "final_expand_layer": conv_bn_act(fe["in_channels"], fe["out_channels"], 1, 1,
+                                          fe["act"], bn),
+        "feature_mix_layer": conv_bn_act(fm["in_channels"], fm["out_channels"], 1, 1,
+                                         fm["act"], None),
+        "classifier": nn.Sequential(OrderedDict([
+            ("dropout", nn.Dropout(cl["dropout"])),
+            ("linear", nn.Linear(cl["in_features"], cl["out_features"], bias=True)),
+        ])),
+    }
+
+
+class ExitHead(nn.Module):
+    """One early exit of the EE families (the thesis' ``StaticExitStage``): the same three
+    modules, and child names, as the network's own head."""
+
+    def __init__(self, config: dict[str, Any], bn: dict[str, float]):
+        super().__init__()
+        for name, module in head_modules(config, bn).items():
+            self.add_module(name, module)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return head_forward(self.final_expand_layer, self.feature_mix_layer, self.classifier, x)
+
+    def replace_classifier(self, n_classes: int) -> None:
+        old = self.classifier.linear
+        self.classifier.linear = nn.Linear(old.in_features, int(n_classes), bias=True).to(
+            device=old.weight.device, dtype=old.weight.dtype)
 
 
 class StaticNet(nn.Module):
     """A fixed MobileNetV3-like network: stem, blocks, final expand, pool, feature mix, classifier.
 
     ``config()`` returns the JSON-able dict it was built from; ``build_static(config)``
-    rebuilds an identical (freshly initialised) network.
+    rebuilds an identical (freshly initialised) network. ``config["stages"]`` lists the block
+    indices of each stage that runs (dense routing per stage for D families). A multi-exit net
+    (config key ``early_exits``: one head config per earlier exit, with its 1-based ``stage``)
+    returns the list of logits of every exit, the top-level head's last; ``exit_weights`` and
+    :meth:`ensemble` combine them.
     """
 
     def __init__(self, config: dict[str, Any]):
@@ -123,21 +261,18 @@ class StaticNet(nn.Module):
         self._config = copy.deepcopy(config)
         bn = config["bn"]
         stem = config["stem"]
+        self.dense = has_dense(config["family"])
         self.first_conv = conv_bn_act(stem["in_channels"], stem["out_channels"],
                                       stem["kernel_size"], stem["stride"], stem["act"], bn)
         self.blocks = nn.ModuleList(Block(b, bn) for b in config["blocks"])
-        fe = config["final_expand"]
-        self.final_expand_layer = conv_bn_act(fe["in_channels"], fe["out_channels"], 1, 1,
-                                              fe["act"], bn)
-        fm = config["feature_mix"]
-        # feature mix: no BN, no bias (as OFA)
-        self.feature_mix_layer = conv_bn_act(fm["in_channels"], fm["out_channels"], 1, 1,
-                                             fm["act"], None)
-        cl = config["classifier"]
-        self.classifier = nn.Sequential(OrderedDict([
-            ("dropout", nn.Dropout(cl["dropout"])),
-            ("linear", nn.Linear(cl["in_features"], cl["out_features"], bias=True)),
-        ]))
+        self._n_pre_blocks = len(config["blocks"]) - sum(len(s) for s in config["stages"])
+        for name, module in head_modules(config, bn).items():
+            self.add_module(name, module)
+        self.multi_exit = "early_exits" in config
+        if self.multi_exit:
+            self.early_exits = nn.ModuleList(ExitHead(h, bn) for h in config["early_exits"])
+            self._exit_after = {int(h["stage"]) - 1: i
+                                for i, h in enumerate(config["early_exits"])}
 
     @property
     def family(self) -> str:
@@ -147,27 +282,55 @@ class StaticNet(nn.Module):
     def n_classes(self) -> int:
         return self._config["classifier"]["out_features"]
 
+    @property
+    def exit_weights(self) -> list[float]:
+        """Weights of exits 1..n for :meth:`ensemble` (OFAv2's, see ``natv2.supernet.exits``);
+        ``[1.0]`` for a single-exit net."""
+        return list(self._config.get("exit_weights", [1.0]))
+
     def config(self) -> dict[str, Any]:
         return copy.deepcopy(self._config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         x = self.first_conv(x)
-        # SE_B: a plain chain. ``config["stages"]`` (block indices per stage) is kept so that
-        # dense (D) and early-exit (EE) families can route per stage without a new format.
-        for block in self.blocks:
-            x = block(x)
-        x = self.final_expand_layer(x)
-        x = x.mean(3, keepdim=True).mean(2, keepdim=True)  # global average pool, OFA's order
-        x = self.feature_mix_layer(x)
-        x = torch.flatten(x, 1)
-        return self.classifier(x)
+        for i in range(self._n_pre_blocks):  # the fixed first block: before every stage
+            x = self.blocks[i](x)
+        logits: list[torch.Tensor] = []
+        for s, indices in enumerate(self._config["stages"]):
+            stage_in, outs = x, []
+            for i in indices:
+                outs.append(self.blocks[i](stage_input(stage_in, outs, self.dense)))
+            x = stage_input(stage_in, outs, self.dense)
+            if self.multi_exit and s in self._exit_after:
+                logits.append(self.early_exits[self._exit_after[s]](x))
+        last = head_forward(self.final_expand_layer, self.feature_mix_layer, self.classifier, x)
+        if self.multi_exit:
+            return [*logits, last]
+        return last
+
+    def ensemble(self, x: torch.Tensor, weights: Sequence[float] | None = None) -> torch.Tensor:
+        """Weighted sum of the exits' logits (weights of exits 1..n, renormalised to sum to 1;
+        default :attr:`exit_weights`), as OFAv2's ensemble / ENS-KD teacher."""
+        out = self(x)
+        outs = out if isinstance(out, list) else [out]
+        w = list(self.exit_weights if weights is None else weights)
+        if len(w) < len(outs):
+            raise ValueError(f"{len(w)} exit weights for {len(outs)} exits")
+        total = float(sum(w[: len(outs)]))
+        if total <= 0:
+            raise ValueError(f"exit weights must sum to > 0, got {w[: len(outs)]}")
+        return sum_tensors([lo * (wi / total) for wi, lo in zip(w, outs, strict=False)])
 
     def replace_classifier(self, n_classes: int) -> None:
-        """Fresh linear head with ``n_classes`` outputs (PyTorch default init)."""
+        """Fresh linear head(s) with ``n_classes`` outputs (PyTorch default init), every exit."""
         old = self.classifier.linear
         self.classifier.linear = nn.Linear(old.in_features, int(n_classes), bias=True).to(
             device=old.weight.device, dtype=old.weight.dtype)
         self._config["classifier"]["out_features"] = int(n_classes)
+        if self.multi_exit:
+            for head, cfg in zip(self.early_exits, self._config["early_exits"], strict=True):
+                head.replace_classifier(n_classes)
+                cfg["classifier"]["out_features"] = int(n_classes)
 
 
 _BLOCK_KEYS = ("in_channels", "out_channels", "kernel_size", "stride", "expand_ratio",
@@ -177,9 +340,9 @@ _BLOCK_KEYS = ("in_channels", "out_channels", "kernel_size", "stride", "expand_r
 def _check_static_config(config: dict[str, Any]) -> None:
     if not isinstance(config, dict) or config.get("format") != STATIC_FORMAT:
         raise ValueError(f"not a static network config (needs format={STATIC_FORMAT!r})")
-    if config.get("family") != "SE_B":
-        raise NotImplementedError(
-            f"static networks of family {config.get('family')!r} are not built yet; only SE_B")
+    if config.get("family") not in FAMILIES:
+        raise ValueError(f"static network config: unknown family {config.get('family')!r}; "
+                         f"valid: {', '.join(FAMILIES)}")
     for key in ("stem", "blocks", "stages", "final_expand", "feature_mix", "classifier", "bn"):
         if key not in config:
             raise ValueError(f"static network config lacks {key!r}")
@@ -187,6 +350,20 @@ def _check_static_config(config: dict[str, Any]) -> None:
         missing = [k for k in _BLOCK_KEYS if k not in b]
         if missing:
             raise ValueError(f"static block {i} config lacks {missing}")
+    n_stages = len(config["stages"])
+    staged = [i for stage in config["stages"] for i in stage]
+    n_pre = len(config["blocks"]) - len(staged)
+    if staged != list(range(n_pre, len(config["blocks"]))):
+        raise ValueError(f"static network config: stages {config['stages']} must list blocks "
+                         f"{n_pre}..{len(config['blocks']) - 1} in order")
+    for i, h in enumerate(config.get("early_exits", [])):
+        missing = [k for k in ("stage", "final_expand", "feature_mix", "classifier")
+                   if k not in h]
+        if missing:
+            raise ValueError(f"static early exit {i} config lacks {missing}")
+        if not 1 <= int(h["stage"]) < n_stages:
+            raise ValueError(f"static early exit {i} follows stage {h['stage']}, outside "
+                             f"1..{n_stages - 1}")
 
 
 def build_static(config: dict[str, Any]) -> StaticNet:
