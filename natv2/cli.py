@@ -21,6 +21,15 @@ def _check_config(args: argparse.Namespace) -> None:
     print(f"{args.config}: valid (dataset {cfg['data']['name']}, family {cfg['supernet']['family']})")
 
 
+def _supernet(args: argparse.Namespace) -> None:
+    from natv2.pipeline.supernet_stage import run_supernet
+
+    info = run_supernet(load_config(args.config))
+    top1 = info["val_top1"]
+    print(f"supernet: {info['family']} w{info['width_mult']} ready in {info['seconds']:.0f} s; "
+          f"val top-1 largest {top1['largest']:.2f}%, smallest {top1['smallest']:.2f}%")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="natv2", description="NATv2 neural architecture transfer.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -32,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     command("check-config", _check_config, "validate a config and print a one-line summary")
+    command("supernet", _supernet, "stage 1: train, download or load the super-network")
     return parser
 
 

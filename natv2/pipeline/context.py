@@ -1,0 +1,40 @@
+"""What every stage sets up from the config: paths, device, threads, seeds, the search space."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from natv2.measure import resolve_device
+from natv2.space import SearchSpace
+
+
+def results_path(cfg: Mapping[str, Any], *parts: str) -> Path:
+    """``<results_dir>/<parts...>``."""
+    return Path(cfg["results_dir"]).joinpath(*parts)
+
+
+def space_from_config(cfg: Mapping[str, Any]) -> SearchSpace:
+    """The search space of the configured super-network (one width: one super-network per width)."""
+    sn = cfg["supernet"]
+    return SearchSpace(
+        family=sn["family"],
+        resolutions=sorted(cfg["space"]["resolutions"]),
+        widths=[float(sn["width_mult"])],
+        ks_list=tuple(sorted(sn["ks_list"])),
+        expand_list=tuple(sorted(sn["expand_list"])),
+        depth_list=tuple(sorted(sn["depth_list"])),
+    )
+
+
+def setup_stage(cfg: Mapping[str, Any], salt: int = 0) -> torch.device:
+    """Torch threads from ``threads``, global seeds from ``seed`` (+ ``salt``), the device."""
+    torch.set_num_threads(int(cfg["threads"]))
+    seed = int(cfg["seed"]) + int(salt)
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 (libraries that still draw from the legacy RNG)
+    return resolve_device(cfg["device"])

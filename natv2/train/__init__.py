@@ -1,0 +1,1 @@
+"""Training: (Extended) Progressive Shrinking of super-networks, per-round adaptation, fine-tuning."""

@@ -1,0 +1,210 @@
+"""(Extended) Progressive Shrinking: train a super-network so that its sub-networks work.
+
+Per phase (``natv2.train.phases``): SGD with Nesterov momentum, linear warm-up then cosine decay
+per step, label smoothing, ``subnets_per_step`` sub-networks sampled per batch with their
+gradients accumulated before one optimiser step (OFA's ``dynamic_batch_size``), and knowledge
+distillation from the largest network after the first phase (OFA's KD: soft cross entropy
+against the teacher's softmax, ``loss = CE + kd_ratio * KD``). For early-exit families the
+teacher's logits are the exit-weighted sum over all exits (OFAv2's ENS-KD). With
+``progressive_teacher`` the teacher is re-extracted after each phase, else it stays the network
+trained by the ``full`` phase.
+
+As in OFA, the teacher runs in train mode (batch statistics) under ``no_grad``: the super-network's
+shared BN running statistics mix every sampled sub-network and do not describe the largest one.
+The teacher is a static copy, so this changes nothing in the super-network.
+
+A checkpoint is written after each phase (atomically); a run that was killed resumes after the
+last finished phase and, since each phase seeds its own generators, ends with the same weights
+as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from natv2.space import SearchSpace
+from natv2.supernet import load_checkpoint, read_extra, save_checkpoint
+from natv2.train.losses import distillation_loss, ensemble_logits
+from natv2.train.phases import elastic_dims, phases_for, sample_phase_arch
+from natv2.train.schedule import cosine_lr
+
+
+@dataclass(frozen=True)
+class PhaseSettings:
+    epochs: int
+    lr: float
+    warmup_epochs: int = 0
+    subnets_per_step: int = 1
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    phases: Mapping[str, PhaseSettings]
+    kd_ratio: float = 1.0
+    label_smoothing: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 3e-5
+    progressive_teacher: bool = True
+    ensemble_weights: Sequence[float] = (0.06, 0.13, 0.20, 0.27, 0.34)
+    seed: int = 0
+
+
+def _param_groups(net: nn.Module, weight_decay: float) -> list[dict]:
+    """No weight decay on BN parameters and biases (OFA's ``no_decay_keys='bn#bias'``)."""
+    decay, no_decay = [], []
+    for name, param in net.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim <= 1 or name.endswith(".bias") else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_teacher(net: nn.Module, space: SearchSpace) -> nn.Module:
+    """A frozen static copy of the largest sub-network (all exits for early-exit families)."""
+    largest = space.largest()
+    teacher = net.extract(largest, all_exits=True) if space.has_nd else net.extract(largest)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+def teacher_logits(teacher: nn.Module, x: torch.Tensor, weights: Sequence[float]) -> torch.Tensor:
+    teacher.train()
+    with torch.no_grad():
+        out = teacher(x)
+    if isinstance(out, list | tuple):
+        return ensemble_logits(out, weights)
+    return out
+
+
+def _resize(x: torch.Tensor, resolution: int) -> torch.Tensor:
+    if x.shape[-1] == resolution and x.shape[-2] == resolution:
+        return x
+    return F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False)
+
+
+def _checkpoint_path(ckpt_dir: Path, index: int, phase: str) -> Path:
+    return ckpt_dir / f"phase_{index:02d}_{phase}.pt"
+
+
+def _resume_point(net: nn.Module, plan: Sequence[str], ckpt_dir: Path) -> tuple[int, list[dict]]:
+    """Load the last finished phase checkpoint, if any: (index of the next phase, history)."""
+    for index in range(len(plan) - 1, -1, -1):
+        path = _checkpoint_path(ckpt_dir, index, plan[index])
+        if path.exists():
+            load_checkpoint(net, path)
+            extra = read_extra(path) or {}
+            return index + 1, list(extra.get("history", []))
+    return 0, []
+
+
+Sampler = Callable[[np.random.Generator, int], object]
+
+
+def phase_sampler(space: SearchSpace, phase: str) -> Sampler:
+    """``sampler(rng, resolution) -> Arch`` for an EPS phase (its elastic dimensions at random)."""
+    elastic = elastic_dims(phase)
+    return lambda rng, resolution: sample_phase_arch(space, elastic, resolution, rng)
+
+
+def train_phase(net: nn.Module, space: SearchSpace, loader: Callable[[int], object], phase: str,
+                settings: PhaseSettings, train: TrainSettings, teacher: nn.Module | None,
+                device: torch.device, seed: int, show_progress: bool = True,
+                sampler: Sampler | None = None,
+                resolution_sampler: Callable[[np.random.Generator], int] | None = None) -> dict:
+    """Train ``net`` for one phase; returns {name, epochs, seconds, loss, train_top1} of its last epoch.
+
+    ``sampler(rng, resolution)`` draws the sub-networks of a step; by default those of the EPS
+    phase ``phase`` (NAT's per-round adaptation passes its own, fitted to the archive).
+    ``resolution_sampler(rng)`` draws each step's resolution (default: uniform over the space's).
+    """
+    rng = np.random.default_rng(seed)
+    sampler = sampler or phase_sampler(space, phase)
+    optimizer = torch.optim.SGD(_param_groups(net, train.weight_decay), lr=settings.lr,
+                                momentum=train.momentum, nesterov=True)
+    start = time.perf_counter()
+    steps_per_epoch = len(loader(0))
+    total = settings.epochs * steps_per_epoch
+    warmup = settings.warmup_epochs * steps_per_epoch
+    step = 0
+    loss_sum = correct = seen = 0.0
+    net.train()
+    bar = tqdm(total=total, desc=f"supernet {phase}", disable=not show_progress, leave=True)
+    for epoch in range(settings.epochs):
+        loss_sum = correct = seen = 0.0
+        for images, labels in loader(seed * 1000 + epoch):
+            lr = cosine_lr(settings.lr, step, total, warmup)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            resolution = int(resolution_sampler(rng) if resolution_sampler is not None
+                             else rng.choice(space.resolutions))
+            x = _resize(images.to(device), resolution)
+            y = labels.to(device)
+            soft = teacher_logits(teacher, x, train.ensemble_weights) if teacher is not None else None
+            optimizer.zero_grad(set_to_none=True)
+            for _ in range(settings.subnets_per_step):
+                arch = sampler(rng, resolution)
+                logits = net(x, arch)
+                loss = F.cross_entropy(logits, y, label_smoothing=train.label_smoothing)
+                if soft is not None and train.kd_ratio > 0:
+                    loss = loss + train.kd_ratio * distillation_loss(logits, soft)
+                loss.backward()
+                loss_sum += float(loss.detach()) * len(y)
+                correct += float((logits.argmax(1) == y).sum())
+                seen += len(y)
+            optimizer.step()
+            step += 1
+            bar.update(1)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / seen:.3f}", top1=f"{100 * correct / seen:.1f}")
+    bar.close()
+    return {
+        "name": phase,
+        "epochs": settings.epochs,
+        "seconds": round(time.perf_counter() - start, 3),
+        "loss": loss_sum / max(seen, 1),
+        "train_top1": 100.0 * correct / max(seen, 1),
+    }
+
+
+def train_supernet(net: nn.Module, space: SearchSpace, loader: Callable[[int], object],
+                   train: TrainSettings, device: torch.device, ckpt_dir: Path,
+                   show_progress: bool = True) -> list[dict]:
+    """Run every EPS phase that applies to the family and has epochs > 0, resuming from ``ckpt_dir``.
+
+    ``loader(seed)`` returns an iterable of (images, labels) batches of the training split,
+    shuffled with that seed (one call per epoch). Returns the per-phase records.
+    """
+    plan = [p for p in phases_for(space.family) if p in train.phases and train.phases[p].epochs > 0]
+    ckpt_dir = Path(ckpt_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    net.to(device)
+    start, history = _resume_point(net, plan, ckpt_dir)
+    teacher = None
+    if start > 0 and train.kd_ratio > 0:
+        if not train.progressive_teacher and plan[0] == "full":
+            # the teacher is the network as the full phase left it: rebuild it, then come back
+            load_checkpoint(net, _checkpoint_path(ckpt_dir, 0, plan[0]))
+            teacher = make_teacher(net, space).to(device)
+            _resume_point(net, plan, ckpt_dir)
+        else:
+            teacher = make_teacher(net, space).to(device)
+    for index in range(start, len(plan)):
+        phase = plan[index]
+        record = train_phase(net, space, loader, phase, train.phases[phase], train,
+                             teacher if phase != "full" else None, device,
+                             seed=train.seed * 100 + index, show_progress=show_progress)
+        history.append(record)
+        save_checkpoint(net, _checkpoint_path(ckpt_dir, index, phase),
+                        extra={"history": history, "settings": {k: asdict(v) for k, v in train.phases.items()}})
+        if train.kd_ratio > 0 and (train.progressive_teacher or teacher is None):
+            teacher = make_teacher(net, space).to(device)
+    return history

@@ -1,0 +1,56 @@
+"""Which dimensions are elastic in each phase of (Extended) Progressive Shrinking, and sampling.
+
+OFA's progressive shrinking trains the full network, then makes kernel size, depth and expand
+ratio elastic one after the other; OFAv2's Extended PS inserts net width (parallel branches,
+P families) and net depth (early exits, EE families) after the kernel phase. Departure from OFA:
+OFA splits the depth and expand phases in two sub-steps each (e.g. depth {3,4} then {2,3,4});
+here each phase opens its dimension fully, and the epochs of the sub-steps are summed into one
+phase. Elastic resolution (a random resolution from the space per step) is on in every phase,
+as in OFA.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from natv2.space import Arch, SearchSpace
+
+PHASE_ORDER = ("full", "kernel", "net_width", "net_depth", "depth", "expand")
+_OPENS = {"full": None, "kernel": "ks", "net_width": "nw", "net_depth": "nd", "depth": "d", "expand": "e"}
+
+
+def phases_for(family: str) -> tuple[str, ...]:
+    """The EPS phases that apply to ``family`` (net width needs P, net depth needs EE)."""
+    has_p = family.split("_")[1].endswith("P")
+    has_ee = family.startswith("EE")
+    return tuple(
+        p for p in PHASE_ORDER if (p != "net_width" or has_p) and (p != "net_depth" or has_ee)
+    )
+
+
+def elastic_dims(phase: str) -> frozenset[str]:
+    """Dimensions sampled at random during ``phase`` (those opened by it and every earlier one)."""
+    if phase not in _OPENS:
+        raise ValueError(f"unknown training phase '{phase}'; valid: {', '.join(PHASE_ORDER)}")
+    upto = PHASE_ORDER[: PHASE_ORDER.index(phase) + 1]
+    return frozenset(_OPENS[p] for p in upto if _OPENS[p] is not None)
+
+
+def sample_phase_arch(space: SearchSpace, elastic: frozenset[str], resolution: int,
+                      rng: np.random.Generator) -> Arch:
+    """A sub-network with the ``elastic`` dimensions drawn uniformly, the others at their maximum."""
+    n = 20
+
+    def pick(dim: str, choices, size=None):
+        choices = list(choices)
+        if dim in elastic:
+            return rng.choice(choices, size=size).tolist()
+        return [max(choices)] * size if size else max(choices)
+
+    ks = pick("ks", space.ks_list, n)
+    e = pick("e", space.expand_list, n)
+    d = pick("d", space.depth_list, 5)
+    nd = pick("nd", range(1, 6)) if space.has_nd else None
+    nw = pick("nw", range(1, 8), n) if space.has_nw else None
+    return Arch(family=space.family, resolution=int(resolution), width=float(space.widths[0]),
+                ks=ks, e=e, d=d, nd=nd, nw=nw)

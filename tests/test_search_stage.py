@@ -1,0 +1,260 @@
+"""Stages init_archive and search_round on a tiny, untrained SE_B super-network (CPU, digits).
+
+Run A: init + 2 rounds in process. Run B (another directory): init killed after a few
+evaluations and restarted, then round 1 as scatter/gather over 2 shards; its archives must equal
+run A's byte for byte (determinism, cache reuse, and scatter == in-process in one go).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from natv2.config import validate
+from natv2.errors import UserError
+from natv2.pipeline import search_stage
+from natv2.pipeline.eval_cache import CachedEvaluate, EvalCache, cache_path, file_sha256
+from natv2.pipeline.search_stage import (
+    STEP_NAMES,
+    evaluate_shard,
+    finish_round,
+    propose_candidates,
+    run_init_archive,
+    run_search_round,
+)
+from natv2.search import read_archive
+from natv2.supernet import build_supernet, save_checkpoint
+
+N_DOE = 6
+KILL_AFTER = 5
+
+
+def make_cfg(root: Path, **search):
+    raw_search = {
+        "n_doe": N_DOE, "candidates": 2, "preprocess_factor": 2, "pop_size": 10, "n_gen": 2,
+        "subset_n_gen": 5, "rounds": 2,
+        "adaptation": {"epochs": 1, "subnets_per_step": 2, "top_n": 4},
+    }
+    raw_search.update(search)
+    return validate({
+        "results_dir": str(root), "device": "cpu", "threads": 1, "seed": 0,
+        "data": {"train_subset": 64, "calib_size": 32, "batch_size": 32, "val_fraction": 0.05},
+        "space": {"resolutions": [16, 24]},
+        "search": raw_search,
+    })
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _restore_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def supernet_file(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    net = build_supernet("SE_B", n_classes=10)
+    return save_checkpoint(net, tmp_path_factory.mktemp("net") / "supernet.pt")
+
+
+def _install(supernet_file: Path, root: Path) -> None:
+    (root / "supernet").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(supernet_file, root / "supernet" / "supernet.pt")
+
+
+@pytest.fixture(scope="module")
+def run_a(supernet_file, tmp_path_factory):
+    root = tmp_path_factory.mktemp("run_a")
+    _install(supernet_file, root)
+    cfg = make_cfg(root)
+    stats = [run_init_archive(cfg, show_progress=False)]
+    for k in (1, 2):
+        stats.append(run_search_round(cfg, k, show_progress=False))
+    return root, stats
+
+
+@pytest.fixture(scope="module")
+def run_b(supernet_file, tmp_path_factory):
+    root = tmp_path_factory.mktemp("run_b")
+    _install(supernet_file, root)
+    cfg = make_cfg(root, shards=2)
+    original = search_stage._Stage._record
+    calls = {"n": 0}
+
+    def dying(self, arch):
+        if calls["n"] >= KILL_AFTER:
+            raise KeyboardInterrupt("killed")
+        calls["n"] += 1
+        return original(self, arch)
+
+    search_stage._Stage._record = dying
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_init_archive(cfg, show_progress=False)
+    finally:
+        search_stage._Stage._record = original
+    assert not (root / "search" / "round_00" / "archive.csv").exists()
+    init_stats = run_init_archive(cfg, show_progress=False)
+    propose_candidates(cfg, 1, show_progress=False)
+    for i in (0, 1):
+        evaluate_shard(cfg, 1, i, show_progress=False)
+    round_stats = finish_round(cfg, 1, show_progress=False)
+    return root, init_stats, round_stats
+
+
+def _round(root: Path, k: int) -> Path:
+    return root / "search" / f"round_{k:02d}"
+
+
+# ------------------------------------------------------------------------ run A
+
+
+def test_every_file_and_key(run_a):
+    root, stats = run_a
+    r0 = _round(root, 0)
+    for name in ("archive.csv", "evaluated.csv", "stats.json"):
+        assert (r0 / name).is_file()
+    s0 = json.loads((r0 / "stats.json").read_text())
+    for key in ("round", "hypervolume", "reference_point", "ideal", "nadir", "n_evaluated",
+                "n_kept", "duplicates_dropped", "steps", "seconds"):
+        assert key in s0, key
+    assert "predictor" not in s0
+    assert s0["n_evaluated"] == 2 * N_DOE and s0["n_kept"] == N_DOE
+    assert len(read_archive(r0 / "evaluated.csv")) == 2 * N_DOE
+    # reference point: 1.01 x the normalised nadir of round 0
+    ideal, nadir, ref = (s0[k] for k in ("ideal", "nadir", "reference_point"))
+    for lo, hi, r in zip(ideal, nadir, ref, strict=True):
+        assert r == pytest.approx(lo + 1.01 * (hi - lo))
+    for k in (1, 2):
+        d = _round(root, k)
+        for name in ("archive.csv", "candidates.csv", "stats.json", "supernet.pt"):
+            assert (d / name).is_file(), (k, name)
+        s = json.loads((d / "stats.json").read_text())
+        assert s == json.loads(json.dumps(stats[k]))
+        for key in ("round", "hypervolume", "reference_point", "n_evaluated", "n_kept",
+                    "duplicates_dropped", "predictor", "steps", "seconds"):
+            assert key in s, key
+        assert s["round"] == k
+        assert s["reference_point"] == s0["reference_point"]
+        assert set(s["predictor"]) >= {"name", "rmse", "spearman", "kendall"}
+        assert s["predictor"]["name"] == "lgbm"
+        assert set(s["steps"]) == set(STEP_NAMES)
+        cand = read_archive(d / "candidates.csv")
+        assert s["n_evaluated"] == len(cand) == 2 + N_DOE  # 2 candidates + re-evaluated archive
+        assert list(cand["step"]).count("evaluate") == 2
+        new = cand[cand["step"] == "evaluate"]
+        assert (new["origin"] == "candidate").all() and (new["round"] == k).all()
+        assert new["predicted_top1"].notna().all()
+        # the archive holds the re-evaluated accuracies
+        arch = read_archive(d / "archive.csv")
+        re = cand[cand["step"] == "reevaluate"].set_index("arch")["top1"]
+        assert (arch.set_index("arch")["top1"] == re.loc[arch["arch"]]).all()
+        assert file_sha256(d / "supernet.pt") != file_sha256(root / "supernet" / "supernet.pt")
+    assert not list((root / "cache" / "adapted").glob("*.pt"))  # removed once written
+
+
+def test_bounded_archive_keeps_n_doe_and_bounds(run_a):
+    root, _ = run_a
+    for k in (0, 1, 2):
+        df = read_archive(_round(root, k) / "archive.csv")
+        assert len(df) == N_DOE
+        assert df["arch"].is_unique
+        assert (df["origin"] == "bound").sum() == 2
+
+
+# ------------------------------------------------------------------------ run B
+
+
+def test_restart_reuses_cache_and_equals_uninterrupted_run(run_a, run_b):
+    root_a, _ = run_a
+    root_b, init_stats, _ = run_b
+    assert init_stats["cache_hits"] == KILL_AFTER
+    for name in ("archive.csv", "evaluated.csv"):
+        assert (_round(root_a, 0) / name).read_bytes() == (_round(root_b, 0) / name).read_bytes()
+
+
+def test_scatter_gather_round_equals_in_process_round(run_a, run_b):
+    root_a, stats_a = run_a
+    root_b, _, stats_b = run_b
+    assert (_round(root_b, 1) / "proposed.csv").is_file()
+    assert (_round(root_a, 1) / "archive.csv").read_bytes() == \
+        (_round(root_b, 1) / "archive.csv").read_bytes()
+    ca = read_archive(_round(root_a, 1) / "candidates.csv")
+    cb = read_archive(_round(root_b, 1) / "candidates.csv")
+    pd.testing.assert_frame_equal(ca, cb)
+    for key in ("hypervolume", "n_evaluated", "n_kept", "duplicates_dropped", "predictor"):
+        assert stats_a[1][key] == stats_b[key], key
+
+
+def test_random_policy_round_without_adaptation_copies_supernet(run_a, tmp_path):
+    root_a, _ = run_a
+    shutil.copytree(root_a / "supernet", tmp_path / "supernet")
+    shutil.copytree(_round(root_a, 0), _round(tmp_path, 0))
+    shutil.copytree(root_a / "cache", tmp_path / "cache")
+    cfg = make_cfg(tmp_path, policy="random", adaptation={"epochs": 0})
+    stats = run_search_round(cfg, 1, show_progress=False)
+    assert "predictor" not in stats
+    assert stats["n_evaluated"] == 2 and stats["steps"]["adapt"] == 0.0
+    assert (_round(tmp_path, 1) / "supernet.pt").read_bytes() == \
+        (tmp_path / "supernet" / "supernet.pt").read_bytes()
+    assert len(read_archive(_round(tmp_path, 1) / "archive.csv")) == N_DOE + 2  # grows
+
+
+# ------------------------------------------------------------------- missing inputs
+
+
+def test_missing_inputs_name_path_and_stage(tmp_path):
+    cfg = make_cfg(tmp_path, shards=2)
+    with pytest.raises(UserError, match=r"supernet\.pt.*natv2 supernet"):
+        run_init_archive(cfg, show_progress=False)
+    with pytest.raises(UserError, match=r"round_00.archive\.csv.*natv2 init-archive"):
+        run_search_round(cfg, 1, show_progress=False)
+    with pytest.raises(UserError, match=r"round_01.archive\.csv.*search-round --round 1"):
+        run_search_round(cfg, 2, show_progress=False)
+    with pytest.raises(UserError, match=r"proposed\.csv.*--round 1 --step propose"):
+        evaluate_shard(cfg, 1, 0, show_progress=False)
+    with pytest.raises(UserError, match=r"0\.\.1"):
+        evaluate_shard(cfg, 1, 2, show_progress=False)
+    with pytest.raises(UserError, match=r">= 1"):
+        run_search_round(cfg, 0, show_progress=False)
+    # archive of round 0 present, super-network missing
+    r0 = _round(tmp_path, 0)
+    r0.mkdir(parents=True)
+    (r0 / "archive.csv").write_text("arch\n")
+    (r0 / "stats.json").write_text("{}")
+    with pytest.raises(UserError, match=r"supernet\.pt.*natv2 supernet"):
+        run_search_round(cfg, 1, show_progress=False)
+
+
+# ------------------------------------------------------------------- evaluation cache
+
+
+def test_cache_ignores_cut_line_and_appends_on_a_fresh_line(tmp_path):
+    path = cache_path(tmp_path, "a" * 64, "b" * 64)
+    calls = []
+
+    def evaluator(arch):
+        calls.append(arch)
+        return {"top1": float(len(arch)), "params": 1, "macs": 2, "latency_ms": None}
+
+    ev = CachedEvaluate(evaluator, EvalCache(path), key=str)
+    assert [r["top1"] for r in ev(["x", "yy"])] == [1.0, 2.0]
+    with open(path, "ab") as fh:  # killed in the middle of a write
+        fh.write(b'{"key": "zzz", "rec')
+    cache = EvalCache(path)
+    assert len(cache) == 2 and cache.n_bad_lines == 1
+    ev = CachedEvaluate(evaluator, cache, key=str)
+    assert [r["top1"] for r in ev(["x", "zzz", "yy"])] == [1.0, 3.0, 2.0]
+    assert calls == ["x", "yy", "zzz"] and ev.hits == 2 and ev.misses == 1
+    again = EvalCache(path)
+    assert len(again) == 3 and again.n_bad_lines == 1  # the cut line stays isolated
+    # a record lacking what is needed is evaluated again and superseded
+    ev = CachedEvaluate(evaluator, again, key=str, needs=lambda r: r["latency_ms"] is not None)
+    ev(["x"])
+    assert calls[-1] == "x" and ev.misses == 1
