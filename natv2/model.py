@@ -1,0 +1,255 @@
+"""Use a fine-tuned model: save it, load it, export it (ONNX, TorchScript), predict with it.
+
+A model directory (``results/finetune/rank_N``, written by ``natv2 finetune --rank N``) holds:
+
+* ``model.pt``: our static checkpoint ``{"format": "natv2-static", "config", "state_dict",
+  ...}`` (read with ``torch.load(weights_only=True)``);
+* ``arch.json``: ``encoding``, ``family``, ``width_mult``, ``resolution``, ``n_classes``,
+  ``config`` (the decoded architecture, ``Arch.to_nat()``), ``normalization`` {mean, std},
+  ``class_names``, ``grayscale`` (inputs are grey images replicated to 3 channels);
+* ``history.csv``: one row per fine-tuning epoch; ``metrics.json``: accuracies and costs.
+
+```python
+import natv2
+model, preprocess = natv2.load_model("results/finetune/rank_0")
+probs = model(preprocess(PIL.Image.open("x.png")).unsqueeze(0)).softmax(1)
+```
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from natv2.errors import UserError
+from natv2.pipeline.files import atomic_write, read_json, write_json
+
+MODEL_FILE = "model.pt"
+ARCH_FILE = "arch.json"
+HISTORY_FILE = "history.csv"
+METRICS_FILE = "metrics.json"
+EXPORT_FORMATS = ("onnx", "torchscript")
+ONNX_OPSET = 17
+HISTORY_COLUMNS = ("step", "epoch", "lr", "train_loss", "train_top1", "val_top1", "seconds")
+
+__all__ = [
+    "EXPORT_FORMATS",
+    "arch_info",
+    "export_model",
+    "load_model",
+    "make_preprocess",
+    "predict",
+    "read_arch",
+    "save_finetuned",
+]
+
+
+# ----------------------------------------------------------------------------- save
+def arch_info(arch: Any, encoding: str, splits: Any) -> dict[str, Any]:
+    """The ``arch.json`` content for ``arch`` (an ``Arch``) fine-tuned on ``splits``."""
+    mean, std = [float(v) for v in splits.mean], [float(v) for v in splits.std]
+    return {
+        "encoding": str(encoding),
+        "family": arch.family,
+        "width_mult": float(arch.width),
+        "resolution": int(arch.resolution),
+        "n_classes": int(splits.n_classes),
+        "config": arch.to_nat(),
+        "normalization": {"mean": mean, "std": std},
+        "class_names": [str(c) for c in splits.class_names],
+        "dataset": getattr(splits, "name", None),
+        "grayscale": getattr(splits, "name", None) == "digits",
+    }
+
+
+def _write_history(path: Path, rows: Sequence[Mapping[str, Any]]) -> Path:
+    columns = list(HISTORY_COLUMNS)
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=columns, restval="")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: "" if v is None else v for k, v in row.items()})
+
+    return atomic_write(path, write)
+
+
+def save_finetuned(out_dir: str | os.PathLike, model: nn.Module, arch_info: Mapping[str, Any],
+                   metrics: Mapping[str, Any],
+                   history_rows: Sequence[Mapping[str, Any]]) -> Path:
+    """Write ``model.pt``, ``arch.json``, ``history.csv`` and ``metrics.json`` into ``out_dir``
+    (each atomically; ``arch.json`` last but one and ``metrics.json`` last, so a directory with
+    ``metrics.json`` is complete). Returns ``out_dir``."""
+    from natv2.supernet import save_checkpoint
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    info = dict(arch_info)
+    if "config" not in info or "resolution" not in info:
+        raise ValueError("arch_info needs at least 'config' and 'resolution' (see arch_info())")
+    save_checkpoint(model, out / MODEL_FILE,
+                    extra={"encoding": info.get("encoding"), "resolution": info["resolution"]})
+    _write_history(out / HISTORY_FILE, history_rows)
+    write_json(out / ARCH_FILE, info)
+    write_json(out / METRICS_FILE, dict(metrics))
+    return out
+
+
+# ----------------------------------------------------------------------------- load
+def _model_dir(model_dir: str | os.PathLike) -> Path:
+    path = Path(model_dir)
+    hint = "it is written by `natv2 finetune --rank N`"
+    if not path.exists():
+        raise UserError(f"model directory {path} does not exist; {hint}")
+    if not path.is_dir():
+        raise UserError(f"{path} is not a model directory; {hint}")
+    for name in (MODEL_FILE, ARCH_FILE):
+        if not (path / name).is_file():
+            raise UserError(f"model directory {path} lacks {name}; {hint}")
+    return path
+
+
+def read_arch(model_dir: str | os.PathLike) -> dict[str, Any]:
+    """``arch.json`` of a model directory (checked)."""
+    path = _model_dir(model_dir)
+    try:
+        info = read_json(path / ARCH_FILE)
+    except ValueError as exc:
+        raise UserError(f"{path / ARCH_FILE} is not valid JSON: {exc}") from exc
+    for key in ("resolution", "normalization", "class_names"):
+        if key not in info:
+            raise UserError(f"{path / ARCH_FILE} lacks {key!r}; rerun `natv2 finetune --rank N`")
+    return info
+
+
+def make_preprocess(info: Mapping[str, Any]) -> Callable[[Any], torch.Tensor]:
+    """``preprocess(PIL.Image) -> Tensor[3, R, R]`` for ``arch.json`` content ``info``: convert
+    to RGB (grey, replicated to 3 channels, for grey datasets such as digits), resize the short
+    side to R (bilinear, antialiased), centre-crop R x R, to tensor, normalise."""
+    from torchvision import transforms as T
+
+    r = int(info["resolution"])
+    norm = info["normalization"]
+    grayscale = bool(info.get("grayscale", False))
+    transform = T.Compose([
+        T.Resize(r, interpolation=T.InterpolationMode.BILINEAR, antialias=True),
+        T.CenterCrop(r),
+        T.ToTensor(),
+        T.Normalize(list(norm["mean"]), list(norm["std"])),
+    ])
+
+    def preprocess(image) -> torch.Tensor:
+        image = image.convert("L").convert("RGB") if grayscale else image.convert("RGB")
+        return transform(image)
+
+    return preprocess
+
+
+def load_model(model_dir: str | os.PathLike) -> tuple[nn.Module, Callable[[Any], torch.Tensor]]:
+    """``(model, preprocess)`` of a fine-tuned model directory; the model is on the CPU in eval
+    mode, loaded with ``torch.load(weights_only=True)``."""
+    from natv2.supernet import load_static
+
+    path = _model_dir(model_dir)
+    info = read_arch(path)
+    model = load_static(path / MODEL_FILE)
+    model.eval()
+    return model, make_preprocess(info)
+
+
+# ----------------------------------------------------------------------------- export
+def _export_onnx(model: nn.Module, example: torch.Tensor, out: Path) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("onnx") is None:
+        raise UserError("ONNX export needs the 'onnx' package (pip install onnx), or use "
+                        "--format torchscript")
+    kwargs = dict(input_names=["input"], output_names=["logits"], opset_version=ONNX_OPSET)
+    try:  # the dynamo exporter (default in recent torch) needs onnxscript
+        import onnxscript  # noqa: F401
+
+        batch = torch.export.Dim("batch", min=1)
+        atomic_write(out, lambda tmp: torch.onnx.export(
+            model, (example,), str(tmp), dynamo=True, external_data=False,
+            dynamic_shapes=({0: batch},), **kwargs))
+        return
+    except Exception:  # any failure of the new exporter: use the legacy one
+        pass
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated, still works
+        atomic_write(out, lambda tmp: torch.onnx.export(
+            model, (example,), str(tmp), dynamo=False,
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, **kwargs))
+
+
+def export_model(model_dir: str | os.PathLike, out_path: str | os.PathLike,
+                 format: str = "onnx") -> Path:
+    """Export a fine-tuned model to ONNX (opset 17, dynamic batch axis; input ``input``
+    ``[B, 3, R, R]`` normalised as ``arch.json`` says, output ``logits``) or TorchScript
+    (``torch.jit.trace``). Written atomically; returns ``out_path``."""
+    if format not in EXPORT_FORMATS:
+        raise UserError(f"unknown export format {format!r}; valid: {', '.join(EXPORT_FORMATS)}")
+    model, _ = load_model(model_dir)
+    r = int(read_arch(model_dir)["resolution"])
+    example = torch.zeros(2, 3, r, r)
+    out = Path(out_path)
+    if out.is_dir():
+        raise UserError(f"export path {out} is a directory; give a file name")
+    if format == "onnx":
+        _export_onnx(model, example, out)
+    else:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore", FutureWarning)  # "torch.jit is deprecated"
+            traced = torch.jit.trace(model, example)
+            atomic_write(out, lambda tmp: torch.jit.save(traced, str(tmp)))
+    return out
+
+
+# ----------------------------------------------------------------------------- predict
+def _open_image(path: Path):
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.exists():
+        raise UserError(f"image not found: {path}")
+    if not path.is_file():
+        raise UserError(f"not an image: {path} (not a file)")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.copy()
+    except UnidentifiedImageError:
+        raise UserError(f"not an image: {path}") from None
+    except OSError as exc:
+        raise UserError(f"cannot read image {path}: {exc}") from exc
+
+
+def predict(model_dir: str | os.PathLike, image_paths: Sequence[str | os.PathLike],
+            top_k: int = 5) -> list[list[tuple[str, float]]]:
+    """The ``top_k`` (class name, probability) pairs, most likely first, for each image."""
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise UserError(f"top_k: value {top_k!r} must be a positive integer")
+    model, preprocess = load_model(model_dir)
+    names = [str(c) for c in read_arch(model_dir)["class_names"]]
+    n_out = int(getattr(model, "n_classes", len(names)))
+    if len(names) != n_out:
+        names = [str(i) for i in range(n_out)]
+    paths = [Path(p) for p in image_paths]
+    images = [_open_image(p) for p in paths]  # check every path before any work
+    out: list[list[tuple[str, float]]] = []
+    k = min(top_k, n_out)
+    with torch.inference_mode():
+        for image in images:
+            probs = model(preprocess(image).unsqueeze(0)).softmax(dim=1)[0]
+            values, indices = probs.topk(k)
+            out.append([(names[int(i)], float(v)) for v, i in zip(values, indices, strict=True)])
+    return out

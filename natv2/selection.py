@@ -1,0 +1,156 @@
+"""Which architectures of the final archive get fine-tuned (NATv2 post-processing).
+
+NATv2 outputs the non-dominated set of the archive plus a few "high trade-off" points found by
+pymoo's decision making. The fine-tune stage has a fixed number of rank slots (a static DAG), so
+:func:`select_for_finetune` maps that set onto ``slots`` positions:
+
+1. the archive is deduplicated by encoding (the last row of an encoding wins: the latest
+   evaluation);
+2. the non-dominated rows for ``objectives`` (``top1`` maximised, the others minimised);
+3. ``n_high_tradeoff`` rows with the largest trade-off measure ``mu`` of pymoo's
+   ``HighTradeoffPoints`` (least improvement per unit of deterioration towards any neighbour,
+   neighbours within 0.125 in the min-max normalised objective space of the whole archive).
+   pymoo's own decision returns only the statistical outliers of ``mu`` (possibly none); like
+   NAT's ``HighTradeoffPoints(n_survive=...)`` we take the ``n`` largest finite ``mu``
+   (pymoo's outliers come first, since they are the largest);
+4. if the union is larger than ``slots``: keep the most accurate, then the high trade-off
+   points (they were asked for explicitly), then fill the remaining slots by greedy
+   farthest-point selection on min-max normalised ``params`` (an even spread along the model
+   size); if smaller, the remaining slots are ``None``;
+5. the kept encodings are ordered by ``params`` ascending, ties by encoding.
+
+Every step is deterministic (stable sorts, ties by encoding), so the same archive gives the
+same slots.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+with warnings.catch_warnings():  # pymoo imports scipy's deprecated ``ckdtree`` namespace
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from pymoo.core.decision_making import NeighborFinder
+    from pymoo.mcdm.high_tradeoff import HighTradeoffPoints
+
+from natv2.errors import UserError
+from natv2.search.archive import objectives as objective_matrix
+from natv2.search.survival import pareto_front_mask
+
+__all__ = ["high_tradeoff_points", "select_for_finetune", "tradeoff_measure"]
+
+
+def _normalise(F: np.ndarray) -> np.ndarray:
+    lo, hi = F.min(axis=0), F.max(axis=0)
+    span = np.where(hi - lo > 0, hi - lo, 1.0)
+    return (F - lo) / span
+
+
+def tradeoff_measure(F: np.ndarray, epsilon: float = 0.125) -> np.ndarray:
+    """pymoo ``HighTradeoffPoints``' ``mu`` for each row of ``F`` (minimised, already
+    normalised): the smallest sacrifice/gain ratio towards a neighbour. NaN where undefined."""
+    n, m = F.shape
+    finder = NeighborFinder(F, epsilon=epsilon, n_min_neigbors="auto", consider_2d=False)
+    mu = np.full(n, np.nan)
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for i in range(n):
+            diff = F[finder.find(i)] - F[i]
+            sacrifice = np.maximum(0.0, diff).sum(axis=1)
+            gain = np.maximum(0.0, -diff).sum(axis=1)
+            ratio = sacrifice / gain
+            if np.isfinite(ratio).any() or np.isinf(ratio).any():
+                mu[i] = np.nanmin(ratio)
+    return mu
+
+
+def high_tradeoff_points(F: np.ndarray, n: int, tie_key: Sequence | None = None) -> list[int]:
+    """Indices of up to ``n`` high trade-off rows of ``F`` (minimised objectives, any scale).
+
+    ``F`` is min-max normalised; pymoo's outliers first, then the other rows by decreasing
+    finite ``mu``; ties broken by ``tie_key`` (default: row index). Empty for ``n <= 0``, fewer
+    than 3 rows or a single objective.
+    """
+    F = np.asarray(F, dtype=float)
+    if n <= 0 or F.ndim != 2 or len(F) < 3 or F.shape[1] < 2:
+        return []
+    Fn = _normalise(F)
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        outliers = HighTradeoffPoints().do(Fn)
+    outliers = [] if outliers is None else [int(i) for i in np.atleast_1d(outliers)]
+    mu = tradeoff_measure(Fn)
+    keys = list(range(len(F))) if tie_key is None else list(tie_key)
+    finite = [i for i in range(len(F)) if np.isfinite(mu[i])]
+    ranked = sorted(finite, key=lambda i: (i not in outliers, -mu[i], keys[i]))
+    return ranked[:n]
+
+
+def _spread(params: np.ndarray, keep: list[int], k: int, order: list[int]) -> list[int]:
+    """Greedy farthest-point choice of ``k`` more rows along normalised ``params``."""
+    span = params.max() - params.min()
+    x = (params - params.min()) / (span if span > 0 else 1.0)
+    chosen = list(keep)
+    pool = [i for i in order if i not in chosen]
+    for _ in range(min(k, len(pool))):
+        if chosen:
+            dist = [min(abs(x[i] - x[j]) for j in chosen) for i in pool]
+        else:
+            dist = [0.0] * len(pool)
+        best = int(np.argmax(dist))  # first maximum: pool is in (params, encoding) order
+        chosen.append(pool.pop(best))
+    return chosen
+
+
+def select_for_finetune(
+    archive_df: pd.DataFrame,
+    slots: int,
+    n_high_tradeoff: int,
+    objectives: Sequence[str] = ("top1", "params"),
+) -> list[str | None]:
+    """Encodings for the ``slots`` fine-tune ranks (``None`` for an unused slot).
+
+    ``archive_df``: an archive table (``natv2.search.archive``) with at least ``arch`` and the
+    columns of ``objectives`` (``top1`` is maximised, ``params``/``macs``/``latency`` minimised).
+    See the module docstring for the rule.
+    """
+    if isinstance(slots, bool) or not isinstance(slots, int | np.integer) or slots < 1:
+        raise UserError(f"finetune slots: value {slots!r} must be a positive integer")
+    if isinstance(n_high_tradeoff, bool) or int(n_high_tradeoff) < 0:
+        raise UserError(f"n_high_tradeoff: value {n_high_tradeoff!r} must be >= 0")
+    objectives = tuple(objectives)
+    if not objectives:
+        raise UserError("selection needs at least one objective, e.g. ('top1', 'params')")
+    if "arch" not in archive_df.columns:
+        raise UserError("archive has no 'arch' column")
+    df = archive_df.copy()
+    df["arch"] = df["arch"].astype(str)
+    df = df.drop_duplicates("arch", keep="last").reset_index(drop=True)
+    if len(df) == 0:
+        return [None] * int(slots)
+    needed = {"top1", "params"} | set(objectives)
+    missing = [c for c in needed if c not in df.columns and c != "latency"]
+    if missing:
+        raise UserError(f"archive lacks column(s) {sorted(missing)} needed for selection")
+    F = objective_matrix(df, objectives)
+    params = pd.to_numeric(df["params"]).to_numpy(dtype=float)
+    top1 = pd.to_numeric(df["top1"]).to_numpy(dtype=float)
+    enc = df["arch"].tolist()
+    order = sorted(range(len(df)), key=lambda i: (params[i], enc[i]))  # the final order
+
+    front = set(np.flatnonzero(pareto_front_mask(F)).tolist())
+    tradeoff = high_tradeoff_points(F, int(n_high_tradeoff), tie_key=list(zip(params, enc,
+                                                                               strict=True)))
+    candidates = [i for i in order if i in front or i in tradeoff]
+    if len(candidates) > slots:
+        best = min(candidates, key=lambda i: (-top1[i], params[i], enc[i]))
+        keep = [best] + [i for i in tradeoff if i != best]
+        keep = keep[:slots]
+        cand_order = [i for i in order if i in set(candidates)]
+        chosen = _spread(params, keep, slots - len(keep), cand_order)
+        candidates = [i for i in order if i in set(chosen)]
+    out: list[str | None] = [enc[i] for i in candidates]
+    return out + [None] * (int(slots) - len(out))

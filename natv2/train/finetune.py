@@ -1,0 +1,375 @@
+"""NATv2 post-processing: fine-tune one chosen sub-network in two steps.
+
+Step 1 extracts the sub-network with the super-network's weights, recalibrates batch-norm on
+training images and trains it on the train split, measuring validation top-1 after every epoch;
+training stops after ``patience`` epochs without a new best (or at ``max_epochs``), and the best
+epoch count is remembered. Step 2 extracts the sub-network again (fresh inherited weights),
+recalibrates BN and trains it on train + val for exactly that many epochs (the cosine schedule
+spans those epochs); its test top-1 is the reported accuracy.
+
+```python
+from natv2.train.finetune import finetune
+result = finetune(supernet, arch, splits, {"max_epochs": 20, "patience": 3}, "auto")
+result.top1_before, result.top1_after, result.best_epochs, result.history
+```
+
+Hooks for multi-exit (EE) sub-networks: ``extract_fn(supernet, arch) -> nn.Module`` (e.g. all
+exits), ``loss_fn(outputs, y) -> loss`` (e.g. a weighted sum of the exits' cross entropies) and
+``logits_fn(outputs) -> logits`` (what accuracy is measured on, e.g. an exit ensemble). The
+defaults are ``supernet.extract(arch)``, label-smoothed cross entropy on ``logits_fn(outputs)``
+and :func:`natv2.measure.logits_of` (the output itself, or the last exit of a list).
+
+Reproducibility: each step seeds torch's global RNG (dropout, the digits augmentation) and the
+loader's shuffling generator from ``settings["seed"]`` (step 2 from ``seed + 1``), so the same
+inputs on the same device give the same weights. (On CUDA, cuDNN may pick non-deterministic
+kernels; set ``torch.backends.cudnn.deterministic`` yourself if you need bitwise equality there.)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from natv2.data import Splits, TensorImageDataset, calibration_batches, make_loader, materialize
+from natv2.errors import UserError
+from natv2.measure import (
+    count_macs,
+    count_params,
+    latency_ms,
+    logits_of,
+    recalibrate_bn,
+    resolve_device,
+)
+from natv2.train.schedule import cosine_lr
+
+#: Settings of :func:`finetune` and their defaults (``None``: taken from the splits' data
+#: settings). Unknown keys are ignored, so a whole ``finetune:`` config section can be passed.
+FINETUNE_DEFAULTS: dict[str, Any] = {
+    "seed": 0,
+    "max_epochs": 30,
+    "patience": 5,
+    "optimizer": "sgd",
+    "lr": 0.01,
+    "momentum": 0.9,
+    "weight_decay": 3e-5,
+    "label_smoothing": 0.1,
+    "warmup_epochs": 0,
+    "batch_size": None,
+    "eval_batch_size": None,
+    "num_workers": None,
+    "measure_latency": True,
+}
+OPTIMIZERS = ("sgd", "adamw")
+HISTORY_COLUMNS = ("step", "epoch", "lr", "train_loss", "train_top1", "val_top1", "seconds")
+
+LossFn = Callable[[Any, torch.Tensor], torch.Tensor]
+LogitsFn = Callable[[Any], torch.Tensor]
+ExtractFn = Callable[[Any, Any], nn.Module]
+
+
+def _int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UserError(f"finetune.{name}: value {value!r} must be an integer >= {minimum}")
+    return int(value)
+
+
+def _float(name: str, value: Any, minimum: float, below: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise UserError(f"finetune.{name}: value {value!r} must be a number")
+    if value < minimum or (below is not None and value >= below):
+        bound = f"in [{minimum}, {below})" if below is not None else f">= {minimum}"
+        raise UserError(f"finetune.{name}: value {value!r} must be {bound}")
+    return float(value)
+
+
+def finetune_settings(settings: Mapping[str, Any] | None,
+                      data: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``settings`` with defaults filled and values checked (``UserError`` naming the key).
+
+    ``data``: the splits' data settings, for ``batch_size``/``eval_batch_size``/``num_workers``
+    left at ``None``.
+    """
+    settings = dict(settings or {})
+    data = dict(data or {})
+    s = {key: settings.get(key, default) for key, default in FINETUNE_DEFAULTS.items()}
+    for key in ("batch_size", "eval_batch_size", "num_workers"):
+        if s[key] is None:
+            s[key] = data.get(key, {"batch_size": 64, "eval_batch_size": 256,
+                                    "num_workers": 0}[key])
+    s["seed"] = _int("seed", s["seed"], 0)
+    s["max_epochs"] = _int("max_epochs", s["max_epochs"], 1)
+    s["patience"] = _int("patience", s["patience"], 1)
+    s["warmup_epochs"] = _int("warmup_epochs", s["warmup_epochs"], 0)
+    s["batch_size"] = _int("batch_size", s["batch_size"], 1)
+    s["eval_batch_size"] = _int("eval_batch_size", s["eval_batch_size"], 1)
+    s["num_workers"] = _int("num_workers", s["num_workers"], 0)
+    s["lr"] = _float("lr", s["lr"], 0.0)
+    if s["lr"] <= 0:
+        raise UserError(f"finetune.lr: value {s['lr']!r} must be > 0")
+    s["momentum"] = _float("momentum", s["momentum"], 0.0, 1.0)
+    s["weight_decay"] = _float("weight_decay", s["weight_decay"], 0.0)
+    s["label_smoothing"] = _float("label_smoothing", s["label_smoothing"], 0.0, 1.0)
+    if s["optimizer"] not in OPTIMIZERS:
+        raise UserError(f"finetune.optimizer: unknown value {s['optimizer']!r}; valid: "
+                        f"{', '.join(OPTIMIZERS)}")
+    s["measure_latency"] = bool(s["measure_latency"])
+    return s
+
+
+@dataclass
+class FinetuneResult:
+    """What :func:`finetune` returns; ``model`` is the step-2 network (CPU, eval mode)."""
+
+    model: nn.Module
+    top1_before: float
+    top1_after: float
+    best_epochs: int
+    val_top1_best: float
+    epochs_run: int
+    params: int
+    macs: int
+    latency_ms: float | None
+    seconds: float
+    history: list[dict[str, Any]]
+    settings: dict[str, Any] = field(default_factory=dict)
+    encoding: str | None = None
+
+    def metrics(self) -> dict[str, Any]:
+        """The ``metrics.json`` content (DESIGN §3) plus step-1 details."""
+        return {
+            "encoding": self.encoding,
+            "top1_before": self.top1_before,
+            "top1_after": self.top1_after,
+            "params": self.params,
+            "macs": self.macs,
+            "latency_ms": self.latency_ms,
+            "best_epochs": self.best_epochs,
+            "val_top1_best": self.val_top1_best,
+            "epochs_step1": self.epochs_run,
+            "seconds": self.seconds,
+        }
+
+
+# ----------------------------------------------------------------------------- helpers
+def default_extract(supernet: Any, arch: Any) -> nn.Module:
+    return supernet.extract(arch)
+
+
+def make_loss_fn(label_smoothing: float, logits_fn: LogitsFn = logits_of) -> LossFn:
+    """Label-smoothed cross entropy on ``logits_fn(outputs)`` (the single-exit loss)."""
+
+    def loss_fn(outputs: Any, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits_fn(outputs), y, label_smoothing=label_smoothing)
+
+    return loss_fn
+
+
+def param_groups(net: nn.Module, weight_decay: float) -> list[dict]:
+    """No weight decay on BN parameters and biases (OFA's ``no_decay_keys='bn#bias'``)."""
+    decay, no_decay = [], []
+    for name, param in net.named_parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim <= 1 or name.endswith(".bias") else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_optimizer(net: nn.Module, s: Mapping[str, Any]) -> torch.optim.Optimizer:
+    groups = param_groups(net, s["weight_decay"])
+    if s["optimizer"] == "sgd":
+        return torch.optim.SGD(groups, lr=s["lr"], momentum=s["momentum"], nesterov=True)
+    return torch.optim.AdamW(groups, lr=s["lr"])
+
+
+def eval_batches(dataset, batch_size: int, num_workers: int, seed: int) -> Iterable:
+    """In-memory digits views are sliced into a list once; other datasets are streamed."""
+    if isinstance(dataset, TensorImageDataset) and dataset.pad is None:
+        return materialize(dataset, batch_size, num_workers)
+    return make_loader(dataset, batch_size, shuffle=False, seed=seed, num_workers=num_workers)
+
+
+def accuracy(model: nn.Module, batches: Iterable, device: torch.device,
+             logits_fn: LogitsFn = logits_of) -> float:
+    """Top-1 (%) of ``logits_fn(model(x))`` over ``(x, y)`` batches; model left in eval mode."""
+    model.eval()
+    correct = total = 0
+    with torch.inference_mode():
+        for x, y in batches:
+            pred = logits_fn(model(x.to(device, non_blocking=True))).argmax(dim=1)
+            correct += int((pred.cpu() == y.view(-1).cpu()).sum())
+            total += int(y.numel())
+    if total == 0:
+        raise ValueError("accuracy: no examples to evaluate (empty split)")
+    return 100.0 * correct / total
+
+
+def _train_loader(dataset, s: Mapping[str, Any], seed: int):
+    # drop the last partial batch (a batch of 1 breaks BN at 1x1 spatial size) unless the split
+    # is smaller than a batch
+    drop_last = len(dataset) > s["batch_size"]
+    return make_loader(dataset, s["batch_size"], shuffle=True, seed=seed,
+                       num_workers=s["num_workers"], drop_last=drop_last)
+
+
+@dataclass
+class _Run:
+    """One training run of a fixed length (the cosine schedule spans ``epochs``)."""
+
+    net: nn.Module
+    loader: Any
+    epochs: int
+    s: Mapping[str, Any]
+    device: torch.device
+    loss_fn: LossFn
+    logits_fn: LogitsFn
+    step: int = 0
+
+    def __post_init__(self) -> None:
+        self.optimizer = make_optimizer(self.net, self.s)
+        self.steps_per_epoch = len(self.loader)
+        if self.steps_per_epoch == 0:
+            raise UserError("finetune: the training split is empty")
+        self.total = self.epochs * self.steps_per_epoch
+        self.warmup = min(self.s["warmup_epochs"] * self.steps_per_epoch, self.total)
+
+    def epoch(self, bar: tqdm) -> dict[str, float]:
+        net, opt = self.net, self.optimizer
+        net.train()
+        start = time.perf_counter()
+        first_lr = None
+        loss_sum = correct = seen = 0.0
+        for x, y in self.loader:
+            lr = cosine_lr(self.s["lr"], self.step, self.total, self.warmup)
+            first_lr = lr if first_lr is None else first_lr
+            for group in opt.param_groups:
+                group["lr"] = lr
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            outputs = net(x)
+            loss = self.loss_fn(outputs, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            self.step += 1
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(
+                    f"finetune: training loss is {loss_value} at step {self.step}; "
+                    f"lower finetune.lr (now {self.s['lr']})")
+            n = int(y.numel())
+            loss_sum += loss_value * n
+            correct += float((self.logits_fn(outputs).detach().argmax(1) == y).sum())
+            seen += n
+            bar.update(1)
+        return {"lr": float(first_lr if first_lr is not None else 0.0),
+                "train_loss": loss_sum / max(seen, 1.0),
+                "train_top1": 100.0 * correct / max(seen, 1.0),
+                "seconds": time.perf_counter() - start}
+
+
+# ----------------------------------------------------------------------------- finetune
+def finetune(
+    supernet: Any,
+    arch: Any,
+    splits: Splits,
+    settings: Mapping[str, Any] | None = None,
+    device: torch.device | str = "auto",
+    show_progress: bool = False,
+    *,
+    encoding: str | None = None,
+    extract_fn: ExtractFn | None = None,
+    loss_fn: LossFn | None = None,
+    logits_fn: LogitsFn | None = None,
+) -> FinetuneResult:
+    """Fine-tune ``arch`` (an :class:`~natv2.space.Arch`) of ``supernet`` in NATv2's two steps.
+
+    ``splits`` may be at any resolution: they are re-viewed at ``arch.resolution`` (keeping
+    their ``augment``). ``settings``: see :data:`FINETUNE_DEFAULTS`. The super-network is only
+    read. Returns a :class:`FinetuneResult` whose ``model`` is the step-2 network.
+    """
+    s = finetune_settings(settings, getattr(splits, "settings", None))
+    device = device if isinstance(device, torch.device) else resolve_device(device)
+    extract_fn = extract_fn or default_extract
+    logits_fn = logits_fn or logits_of
+    loss_fn = loss_fn or make_loss_fn(s["label_smoothing"], logits_fn)
+    r = int(arch.resolution)
+    if splits.resolution != r:
+        splits = splits.at(r)
+    seed = s["seed"]
+    start = time.perf_counter()
+    calib = [x.to(device) for x in calibration_batches(splits, None, r)]
+    val = eval_batches(splits.val, s["eval_batch_size"], s["num_workers"], seed)
+    test = eval_batches(splits.test, s["eval_batch_size"], s["num_workers"], seed)
+    history: list[dict[str, Any]] = []
+
+    def fresh() -> nn.Module:
+        net = extract_fn(supernet, arch)
+        if net is supernet:
+            raise RuntimeError("extract_fn returned the super-network itself")
+        net.to(device)
+        recalibrate_bn(net, calib, device)
+        return net
+
+    # ---- step 1: train on train, early stopping on val top-1
+    net = fresh()
+    top1_before = accuracy(net, test, device, logits_fn)
+    torch.manual_seed(seed)
+    run = _Run(net, _train_loader(splits.train, s, seed), s["max_epochs"], s, device, loss_fn,
+               logits_fn)
+    best_val, best_epoch, bad, epochs_run = -math.inf, 0, 0, 0
+    with tqdm(total=run.total, desc="finetune step 1", disable=not show_progress) as bar:
+        for epoch in range(1, s["max_epochs"] + 1):
+            row = run.epoch(bar)
+            t = time.perf_counter()
+            val_top1 = accuracy(net, val, device, logits_fn)
+            row["seconds"] += time.perf_counter() - t
+            history.append({"step": 1, "epoch": epoch, **row, "val_top1": val_top1})
+            epochs_run = epoch
+            if val_top1 > best_val:
+                best_val, best_epoch, bad = val_top1, epoch, 0
+            else:
+                bad += 1
+            bar.set_postfix(val=f"{val_top1:.1f}", best=f"{best_val:.1f}@{best_epoch}")
+            if bad >= s["patience"]:
+                break
+    best_epochs = max(1, best_epoch)
+    del net, run
+
+    # ---- step 2: fresh inherited weights, train on train+val for best_epochs
+    net = fresh()
+    torch.manual_seed(seed + 1)
+    run = _Run(net, _train_loader(splits.trainval, s, seed + 1), best_epochs, s, device,
+               loss_fn, logits_fn)
+    with tqdm(total=run.total, desc="finetune step 2", disable=not show_progress) as bar:
+        for epoch in range(1, best_epochs + 1):
+            row = run.epoch(bar)
+            history.append({"step": 2, "epoch": epoch, **row, "val_top1": None})
+    top1_after = accuracy(net, test, device, logits_fn)
+    lat = latency_ms(net, r, device) if s["measure_latency"] else None
+    net.eval()
+    params, macs = count_params(net), count_macs(net, r)
+    net.to("cpu")
+    for row in history:
+        row["seconds"] = round(row["seconds"], 4)
+    return FinetuneResult(
+        model=net,
+        top1_before=float(top1_before),
+        top1_after=float(top1_after),
+        best_epochs=int(best_epochs),
+        val_top1_best=float(best_val),
+        epochs_run=int(epochs_run),
+        params=int(params),
+        macs=int(macs),
+        latency_ms=None if lat is None else float(lat),
+        seconds=round(time.perf_counter() - start, 3),
+        history=[{k: row[k] for k in HISTORY_COLUMNS} for row in history],
+        settings=s,
+        encoding=encoding,
+    )

@@ -1,0 +1,130 @@
+"""natv2.train.finetune: NATv2's two-step fine-tuning on digits at 16 px with a tiny budget."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from natv2.data import build_splits
+from natv2.errors import UserError
+from natv2.space import SearchSpace
+from natv2.supernet import build_supernet
+from natv2.train.finetune import (
+    FINETUNE_DEFAULTS,
+    HISTORY_COLUMNS,
+    FinetuneResult,
+    finetune,
+    finetune_settings,
+)
+
+CFG = {"seed": 0, "data": {"name": "digits", "train_subset": 64, "batch_size": 32,
+                           "calib_size": 32, "eval_batch_size": 512, "test_fraction": 0.1,
+                           "val_fraction": 0.05}}
+SETTINGS = {"seed": 3, "max_epochs": 2, "patience": 1, "lr": 0.02, "measure_latency": False}
+SPACE = SearchSpace(family="SE_B", resolutions=(16,), widths=(1.0,))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # tiny nets on a shared 2-core box: intra-op threads only contend (10-40x slower under load)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(0)
+    supernet = build_supernet("SE_B", n_classes=10)
+    supernet.eval()
+    splits = build_splits(CFG, 16)
+    return supernet, splits, SPACE.smallest()
+
+
+@pytest.fixture(scope="module")
+def result(setup) -> FinetuneResult:
+    supernet, splits, arch = setup
+    before = {k: v.clone() for k, v in supernet.state_dict().items()}
+    res = finetune(supernet, arch, splits, SETTINGS, "cpu", encoding=SPACE.encode(arch))
+    after = supernet.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # super-network only read
+    return res
+
+
+def test_result_history_and_metrics(result, setup):
+    res = result
+    assert 1 <= res.best_epochs <= res.epochs_run <= 2
+    steps = [row["step"] for row in res.history]
+    assert steps == [1] * res.epochs_run + [2] * res.best_epochs
+    for row in res.history:
+        assert tuple(row) == HISTORY_COLUMNS
+        assert math.isfinite(row["train_loss"]) and 0 <= row["train_top1"] <= 100
+        assert row["lr"] > 0 and row["seconds"] >= 0
+        assert (row["val_top1"] is None) == (row["step"] == 2)
+    assert [r["epoch"] for r in res.history if r["step"] == 2] == list(
+        range(1, res.best_epochs + 1))
+    for acc in (res.top1_before, res.top1_after, res.val_top1_best):
+        assert math.isfinite(acc) and 0.0 <= acc <= 100.0
+    m = res.metrics()
+    for key in ("top1_before", "top1_after", "params", "macs", "latency_ms", "best_epochs",
+                "seconds", "encoding"):
+        assert key in m
+    assert m["encoding"] == SPACE.encode(setup[2]) and m["latency_ms"] is None
+    assert m["params"] > 0 and m["macs"] > 0
+    assert not res.model.training
+    assert next(res.model.parameters()).device.type == "cpu"
+
+
+def test_patience_early_stopping_and_step2_length(setup, monkeypatch):
+    import natv2.train.finetune as ft
+
+    supernet, splits, arch = setup
+    scripted = iter([11.0, 50.0, 60.0, 55.0, 58.0, 99.0, 42.0])  # test, val x4 (stop), test
+
+    monkeypatch.setattr(ft, "accuracy", lambda *args, **kwargs: next(scripted))
+    res = finetune(supernet, arch, splits, {**SETTINGS, "max_epochs": 5, "patience": 2}, "cpu")
+    assert res.epochs_run == 4 and res.best_epochs == 2 and res.val_top1_best == 60.0
+    assert res.top1_before == 11.0 and res.top1_after == 99.0
+    step2 = [r for r in res.history if r["step"] == 2]
+    assert [r["epoch"] for r in step2] == [1, 2]
+    # step 2's cosine spans best_epochs: epoch 2 starts half-way down
+    assert step2[1]["lr"] == pytest.approx(SETTINGS["lr"] * 0.5, rel=1e-6)
+
+
+def test_step1_schedule_is_cosine_over_max_epochs(result):
+    step1 = [r for r in result.history if r["step"] == 1]
+    assert len(step1) == 2  # epoch 1 always sets the best; patience 1 allows epoch 2
+    # first lr of epoch 2 is half-way down the cosine over max_epochs
+    assert step1[1]["lr"] == pytest.approx(SETTINGS["lr"] * 0.5, rel=1e-6)
+    assert step1[0]["lr"] == pytest.approx(SETTINGS["lr"])
+
+
+def test_same_seed_same_weights_and_loss_hook(setup, result):
+    supernet, splits, arch = setup
+    calls = []
+
+    def loss_fn(outputs, y):  # a plug-in loss (the EE variant passes a multi-exit one)
+        calls.append(len(y))
+        return F.cross_entropy(outputs, y, label_smoothing=FINETUNE_DEFAULTS["label_smoothing"])
+
+    again = finetune(supernet, arch, splits, SETTINGS, "cpu", loss_fn=loss_fn)
+    assert calls and all(n == 32 for n in calls)
+    a, b = result.model.state_dict(), again.model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert again.top1_after == result.top1_after and again.best_epochs == result.best_epochs
+
+
+def test_settings_defaults_and_errors():
+    s = finetune_settings({}, {"batch_size": 17, "eval_batch_size": 5, "num_workers": 0})
+    assert s["batch_size"] == 17 and s["eval_batch_size"] == 5 and s["optimizer"] == "sgd"
+    s = finetune_settings({"optimizer": "adamw", "unrelated": 1})
+    assert s["optimizer"] == "adamw" and "unrelated" not in s
+    for bad, match in (({"optimizer": "adam"}, "valid: sgd, adamw"), ({"lr": 0}, "lr"),
+                       ({"max_epochs": 0}, "max_epochs"), ({"patience": 1.5}, "patience"),
+                       ({"label_smoothing": 1.0}, "label_smoothing")):
+        with pytest.raises(UserError, match=match):
+            finetune_settings(bad)
