@@ -9,7 +9,7 @@ filled in, so library code reads ``cfg["data"]["name"]`` and tests can pass plai
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -109,8 +109,25 @@ def check_semantics(cfg: Config) -> None:
     return None
 
 
-def load_config(path: str | Path = DEFAULT_CONFIG_PATH, overrides: Mapping[str, Any] | None = None) -> Config:
-    """Read a YAML config with ``yaml.safe_load``, merge ``overrides`` (nested), validate, fill defaults."""
+def load_config(path: str | Path | Sequence[str | Path] = DEFAULT_CONFIG_PATH,
+                overrides: Mapping[str, Any] | None = None) -> Config:
+    """Read YAML config file(s) with ``yaml.safe_load``, merge them in order (later files win, as
+    Snakemake's ``--configfile``), merge ``overrides``, validate and fill defaults."""
+    paths = [Path(p) for p in ([path] if isinstance(path, str | Path) else path)]
+    if not paths:
+        raise ConfigError("no config file given; pass --config PATH to a YAML file")
+    raw: dict[str, Any] = {}
+    for one in paths:
+        raw = merge(raw, read_yaml(one))
+    if overrides:
+        raw = merge(raw, overrides)
+    cfg = validate(raw)
+    cfg.path = paths[-1]
+    return cfg
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """One config file as a dict (``yaml.safe_load``); a missing or malformed file is a ConfigError."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file '{path}' does not exist; pass --config PATH to an existing YAML file")
@@ -119,11 +136,9 @@ def load_config(path: str | Path = DEFAULT_CONFIG_PATH, overrides: Mapping[str, 
     except yaml.YAMLError as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"config file '{path}' is not valid YAML: {first}") from None
-    if overrides:
-        raw = merge(raw, overrides)
-    cfg = validate(raw)
-    cfg.path = path
-    return cfg
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file '{path}' must hold a mapping of keys to values, not a {type(raw).__name__}")
+    return raw
 
 
 def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict:

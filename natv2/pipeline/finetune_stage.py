@@ -1,0 +1,101 @@
+"""Stage ``finetune`` (rank slot N): NATv2 post-processing of one chosen sub-network.
+
+The final archive (``search/round_RR/archive.csv``, RR = ``search.rounds``) gives the
+non-dominated set plus ``finetune.n_high_tradeoff`` high trade-off points, ordered
+deterministically into ``finetune.slots`` fixed slots (``natv2.selection``). Slot N fine-tunes
+its sub-network from the last round's (adapted) super-network in NATv2's two steps and writes
+``finetune/rank_N/{model.pt, arch.json, history.csv, metrics.json}``. A slot with no
+architecture writes the same four files saying so (``used: false``), so the DAG stays static.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from natv2.data import build_splits
+from natv2.errors import UserError
+from natv2.model import arch_info, save_finetuned
+from natv2.pipeline.context import results_path, setup_stage, space_from_config
+from natv2.pipeline.files import atomic_write, write_json
+from natv2.search.archive import read_archive
+from natv2.selection import select_for_finetune
+from natv2.supernet import load_supernet
+from natv2.train.finetune import finetune
+
+
+def final_round_dir(cfg: Mapping[str, Any]):
+    return results_path(cfg, "search", f"round_{int(cfg['search']['rounds']):02d}")
+
+
+def rank_dir(cfg: Mapping[str, Any], rank: int):
+    return results_path(cfg, "finetune", f"rank_{int(rank)}")
+
+
+def _check_rank(cfg: Mapping[str, Any], rank: Any) -> int:
+    slots = int(cfg["finetune"]["slots"])
+    if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < slots:
+        raise UserError(f"--rank {rank!r} is not a fine-tune slot; valid: 0..{slots - 1} (finetune.slots: {slots})")
+    return rank
+
+
+def selected_encodings(cfg: Mapping[str, Any]) -> list[str | None]:
+    """The encodings of every slot, from the final archive (same for every rank job)."""
+    path = final_round_dir(cfg) / "archive.csv"
+    if not path.is_file():
+        rounds = int(cfg["search"]["rounds"])
+        raise UserError(f"final archive '{path}' does not exist; run `natv2 search-round --round {rounds}` first")
+    ft = cfg["finetune"]
+    objectives = ["top1", *cfg["search"]["objectives"]]
+    return select_for_finetune(read_archive(path), int(ft["slots"]), int(ft["n_high_tradeoff"]), objectives)
+
+
+def _write_unused(cfg: Mapping[str, Any], rank: int, reason: str) -> dict:
+    out = rank_dir(cfg, rank)
+    record = {"used": False, "reason": reason, "rank": rank}
+    atomic_write(out / "model.pt", lambda tmp: torch.save({"format": "natv2-unused", "reason": reason}, tmp))
+    atomic_write(out / "history.csv", lambda tmp: tmp.write_text("step,epoch,lr,train_loss,train_top1,val_top1,seconds\n"))
+    write_json(out / "arch.json", record)
+    write_json(out / "metrics.json", record)
+    return record
+
+
+def _settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    ft = dict(cfg["finetune"])
+    for key in ("slots", "n_high_tradeoff", "exit_ordering"):
+        ft.pop(key)
+    ft["seed"] = int(cfg["seed"])
+    return ft
+
+
+def run_finetune(cfg: Mapping[str, Any], rank: int, show_progress: bool = True) -> dict:
+    """Fine-tune slot ``rank``; returns what it wrote to ``metrics.json``."""
+    rank = _check_rank(cfg, rank)
+    encodings = selected_encodings(cfg)
+    encoding = encodings[rank]
+    if encoding is None:
+        n_used = sum(e is not None for e in encodings)
+        return _write_unused(cfg, rank, f"the final archive gave {n_used} architecture(s) for {len(encodings)} slots")
+    supernet_file = final_round_dir(cfg) / "supernet.pt"
+    if not supernet_file.is_file():
+        raise UserError(f"'{supernet_file}' does not exist; run `natv2 search-round --round {cfg['search']['rounds']}` first")
+    device = setup_stage(cfg, salt=1000 + rank)
+    space = space_from_config(cfg)
+    arch = space.decode(encoding)
+    net = load_supernet(supernet_file)
+    splits = build_splits(cfg, resolution=arch.resolution)
+    hooks: dict[str, Any] = {}
+    ordering = cfg["finetune"]["exit_ordering"]
+    if ordering is not None and space.has_nd:
+        from natv2.train.aep import aep_hooks  # multi-exit (AEP) fine-tuning, EE families
+
+        extract_fn, loss_fn, logits_fn = aep_hooks(ordering, arch.nd, cfg["finetune"]["label_smoothing"])
+        hooks = {"extract_fn": extract_fn, "loss_fn": loss_fn, "logits_fn": logits_fn}
+    result = finetune(net, arch, splits, _settings(cfg), device, show_progress=show_progress,
+                      encoding=encoding, **hooks)
+    metrics = {**result.metrics(), "used": True, "rank": rank, "encoding": encoding}
+    info = {**arch_info(arch, encoding, splits), "exit_ordering": ordering if space.has_nd else None}
+    save_finetuned(rank_dir(cfg, rank), result.model, info, metrics, result.history)
+    return metrics
