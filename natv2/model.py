@@ -14,6 +14,14 @@ import natv2
 model, preprocess = natv2.load_model("results/finetune/rank_0")
 probs = model(preprocess(PIL.Image.open("x.png")).unsqueeze(0)).softmax(1)
 ```
+
+Multi-exit models (early-exit families fine-tuned with ``finetune.exit_ordering``, see
+:mod:`natv2.train.aep`) are saved as the multi-exit static net (its forward returns the list of
+logits of exits ``1..nd``, its config carries the ensemble ``exit_weights``). :func:`load_model`
+wraps it in a :class:`MultiExitModel` whose forward returns one logits tensor: by default the
+weighted ensemble of the exits (what ``top1_after`` measured), or with ``exit=k`` exit ``k``
+alone (1-based; the whole net still runs, the other exits' logits are dropped).
+:func:`export_model` and :func:`predict` take the same ``exit``.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ HISTORY_COLUMNS = ("step", "epoch", "lr", "train_loss", "train_top1", "val_top1"
 
 __all__ = [
     "EXPORT_FORMATS",
+    "MultiExitModel",
     "arch_info",
     "export_model",
     "load_model",
@@ -155,14 +164,59 @@ def make_preprocess(info: Mapping[str, Any]) -> Callable[[Any], torch.Tensor]:
     return preprocess
 
 
-def load_model(model_dir: str | os.PathLike) -> tuple[nn.Module, Callable[[Any], torch.Tensor]]:
+class MultiExitModel(nn.Module):
+    """A multi-exit static net seen as a one-output classifier: ``forward(x)`` returns the
+    weighted ensemble of the exits' logits (``exit=None``, weights ``net.exit_weights``
+    renormalised) or the logits of exit ``exit`` (1-based). Traceable and ONNX-exportable (the
+    weights are constants)."""
+
+    def __init__(self, net: nn.Module, exit: int | None = None):
+        super().__init__()
+        n = int(getattr(net, "n_exits", 1))
+        if exit is not None and (isinstance(exit, bool) or not isinstance(exit, int)
+                                 or not 1 <= exit <= n):
+            raise UserError(f"exit: value {exit!r} must be an exit number in 1..{n} (or None "
+                            f"for the weighted ensemble)")
+        self.net = net
+        self.exit = exit
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.net.n_classes)
+
+    @property
+    def n_exits(self) -> int:
+        return int(self.net.n_exits)
+
+    @property
+    def exit_weights(self) -> list[float]:
+        return list(self.net.exit_weights)
+
+    def config(self) -> dict[str, Any]:
+        return self.net.config()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.exit is None:
+            return self.net.ensemble(x)
+        return self.net(x)[self.exit - 1]
+
+
+def load_model(model_dir: str | os.PathLike, exit: int | None = None
+               ) -> tuple[nn.Module, Callable[[Any], torch.Tensor]]:
     """``(model, preprocess)`` of a fine-tuned model directory; the model is on the CPU in eval
-    mode, loaded with ``torch.load(weights_only=True)``."""
+    mode, loaded with ``torch.load(weights_only=True)``. A multi-exit model comes back as a
+    :class:`MultiExitModel` (ensemble logits, or exit ``exit``'s); for a single-exit model
+    ``exit`` must be None or 1."""
     from natv2.supernet import load_static
 
     path = _model_dir(model_dir)
     info = read_arch(path)
     model = load_static(path / MODEL_FILE)
+    if getattr(model, "multi_exit", False):
+        model = MultiExitModel(model, exit)
+    elif exit not in (None, 1):
+        raise UserError(f"exit: value {exit!r} given but {path} holds a single-exit model "
+                        f"(only exit 1)")
     model.eval()
     return model, make_preprocess(info)
 
@@ -193,13 +247,14 @@ def _export_onnx(model: nn.Module, example: torch.Tensor, out: Path) -> None:
 
 
 def export_model(model_dir: str | os.PathLike, out_path: str | os.PathLike,
-                 format: str = "onnx") -> Path:
+                 format: str = "onnx", exit: int | None = None) -> Path:
     """Export a fine-tuned model to ONNX (opset 17, dynamic batch axis; input ``input``
     ``[B, 3, R, R]`` normalised as ``arch.json`` says, output ``logits``) or TorchScript
-    (``torch.jit.trace``). Written atomically; returns ``out_path``."""
+    (``torch.jit.trace``). Written atomically; returns ``out_path``. Multi-exit models export
+    the output of :func:`load_model` with the same ``exit`` (default: the ensemble logits)."""
     if format not in EXPORT_FORMATS:
         raise UserError(f"unknown export format {format!r}; valid: {', '.join(EXPORT_FORMATS)}")
-    model, _ = load_model(model_dir)
+    model, _ = load_model(model_dir, exit)
     r = int(read_arch(model_dir)["resolution"])
     example = torch.zeros(2, 3, r, r)
     out = Path(out_path)
@@ -234,11 +289,12 @@ def _open_image(path: Path):
 
 
 def predict(model_dir: str | os.PathLike, image_paths: Sequence[str | os.PathLike],
-            top_k: int = 5) -> list[list[tuple[str, float]]]:
-    """The ``top_k`` (class name, probability) pairs, most likely first, for each image."""
+            top_k: int = 5, exit: int | None = None) -> list[list[tuple[str, float]]]:
+    """The ``top_k`` (class name, probability) pairs, most likely first, for each image
+    (multi-exit models: softmax of the ensemble logits, or of exit ``exit``'s)."""
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise UserError(f"top_k: value {top_k!r} must be a positive integer")
-    model, preprocess = load_model(model_dir)
+    model, preprocess = load_model(model_dir, exit)
     names = [str(c) for c in read_arch(model_dir)["class_names"]]
     n_out = int(getattr(model, "n_classes", len(names)))
     if len(names) != n_out:

@@ -288,6 +288,21 @@ class StaticNet(nn.Module):
         ``[1.0]`` for a single-exit net."""
         return list(self._config.get("exit_weights", [1.0]))
 
+    @property
+    def n_exits(self) -> int:
+        """Number of exits the forward returns (1 for a single-exit net)."""
+        return len(self.early_exits) + 1 if self.multi_exit else 1
+
+    def set_exit_weights(self, weights: Sequence[float]) -> None:
+        """Set :attr:`exit_weights` (one non-negative weight per exit, positive sum); they are
+        part of :meth:`config`, so a saved checkpoint keeps them (e.g. the ensemble weights of
+        an exit ordering, ``natv2.train.aep``)."""
+        w = [float(v) for v in weights]
+        if len(w) != self.n_exits or any(not v >= 0 for v in w) or sum(w) <= 0:
+            raise ValueError(f"exit weights must be {self.n_exits} non-negative numbers with a "
+                             f"positive sum, got {w}")
+        self._config["exit_weights"] = w
+
     def config(self) -> dict[str, Any]:
         return copy.deepcopy(self._config)
 
