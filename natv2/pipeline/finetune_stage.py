@@ -23,6 +23,7 @@ from natv2.pipeline.files import atomic_write, write_json
 from natv2.search.archive import read_archive
 from natv2.selection import select_for_finetune
 from natv2.supernet import load_supernet
+from natv2.train.aep import aep_finetune, uses_aep
 from natv2.train.finetune import finetune
 
 
@@ -86,15 +87,13 @@ def run_finetune(cfg: Mapping[str, Any], rank: int, show_progress: bool = True) 
     arch = space.decode(encoding)
     net = load_supernet(supernet_file)
     splits = build_splits(cfg, resolution=arch.resolution)
-    hooks: dict[str, Any] = {}
     ordering = cfg["finetune"]["exit_ordering"]
-    if ordering is not None and space.has_nd:
-        from natv2.train.aep import aep_hooks  # multi-exit (AEP) fine-tuning, EE families
-
-        extract_fn, loss_fn, logits_fn = aep_hooks(ordering, arch.nd, cfg["finetune"]["label_smoothing"])
-        hooks = {"extract_fn": extract_fn, "loss_fn": loss_fn, "logits_fn": logits_fn}
-    result = finetune(net, arch, splits, _settings(cfg), device, show_progress=show_progress,
-                      encoding=encoding, **hooks)
+    settings = _settings(cfg)
+    if uses_aep(arch.family, cfg["finetune"]):  # multi-exit (AEP) fine-tuning, EE families
+        result = aep_finetune(net, arch, splits, settings, device, show_progress=show_progress,
+                              encoding=encoding, ordering=ordering)
+    else:
+        result = finetune(net, arch, splits, settings, device, show_progress=show_progress, encoding=encoding)
     metrics = {**result.metrics(), "used": True, "rank": rank, "encoding": encoding}
     info = {**arch_info(arch, encoding, splits), "exit_ordering": ordering if space.has_nd else None}
     save_finetuned(rank_dir(cfg, rank), result.model, info, metrics, result.history)
