@@ -82,8 +82,14 @@ def _describe(error: jsonschema.ValidationError) -> str:
         allowed = ", ".join(str(v) for v in error.validator_value)
         return f"config key '{key}': {error.instance!r} is not allowed; allowed: {allowed}"
     if error.validator == "oneOf":
+        # the branch the value was meant for (e.g. {pretrained: NAME}) names the deeper problem
+        deeper = [e for e in error.context or () if len(e.absolute_path) > len(error.absolute_path)]
+        if deeper:
+            return _describe(max(deeper, key=lambda e: len(e.absolute_path)))
         hint = error.schema.get("description", "see the schema")
         return f"config key '{key}': {error.instance!r} is not valid; allowed: {hint}"
+    if error.validator == "contains":
+        return f"config key '{key}': {error.instance!r} is not allowed; {error.schema.get('description', error.message)}"
     if error.validator == "type":
         return f"config key '{key}': {error.instance!r} has the wrong type; expected {error.validator_value}"
     return f"config key '{key}': {error.message}"

@@ -31,7 +31,10 @@ def test_shipped_default_config_validates():
         ({"seed": -1}, "config key 'seed': -1 is less than the minimum of 0"),
         ({"data": {"batch_size": "a"}}, "config key 'data.batch_size': 'a' has the wrong type"),
         ({"supernet": {"family": "XL"}}, "'supernet.family': 'XL' is not allowed; allowed: SE_B"),
-        ({"supernet": {"source": {"url": "ftp://x"}}}, "config key 'supernet.source'"),
+        ({"supernet": {"source": {"url": "ftp://x"}}}, "config key 'supernet.source.url': 'ftp://x'"),
+        ({"supernet": {"source": {"pretrained": "x"}}}, "allowed: ofa_mbv3_d234_e346_k357_w1.0"),
+        ({"supernet": {"source": 7}}, "config key 'supernet.source': 7 is not valid; allowed: train"),
+        ({"supernet": {"depth_list": [2, 3]}}, "must contain 4"),
         ({"device": "gpu"}, "config key 'device'"),
     ],
 )

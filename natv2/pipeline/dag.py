@@ -46,9 +46,19 @@ def lookup(cfg: Mapping[str, Any], dotted: str) -> Any:
     return node
 
 
+def _canonical(value: Any) -> Any:
+    """Dicts with sorted keys, recursively: Snakemake compares params by their text, so the order
+    keys happen to have in a YAML file must not look like a change."""
+    if isinstance(value, Mapping):
+        return {k: _canonical(value[k]) for k in sorted(value)}
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    return value
+
+
 def stage_params(cfg: Mapping[str, Any], stage: str) -> dict[str, Any]:
-    """``{dotted key: resolved value}`` of every config key ``stage`` depends on."""
-    return {key: lookup(cfg, key) for key in STAGE_KEYS[stage]}
+    """``{dotted key: resolved value}`` of every config key ``stage`` depends on (canonical order)."""
+    return {key: _canonical(lookup(cfg, key)) for key in STAGE_KEYS[stage]}
 
 
 @dataclass(frozen=True)

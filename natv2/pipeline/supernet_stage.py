@@ -61,18 +61,34 @@ def epoch_loader(dataset, batch_size: int, num_workers: int):
     return loader
 
 
-def fetch_source(source: Any, cache_dir: str | None) -> tuple[Path, str, dict]:
-    """Local path, sha256 and a JSON description of a non-``train`` source."""
+def data_fingerprint(cfg: Mapping[str, Any], splits) -> dict:
+    """What the training data depends on besides the seed (resuming EPS needs the same data)."""
+    d = cfg["data"]
+    keys = ("name", "val_fraction", "test_fraction", "batch_size", "train_subset", "num_workers")
+    return {**{k: d.get(k) for k in keys}, "n_train": len(splits.train), "n_classes": splits.n_classes}
+
+
+def fetch_source(source: Any, cache_dir: str | None, show_progress: bool = True) -> tuple[Path, str, dict]:
+    """Local path, sha256 and a JSON description of a non-``train`` source.
+
+    The description of a downloaded source has ``"downloaded": True`` when this call wrote the
+    file into the cache (it was not there, verified, already).
+    """
     cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     if isinstance(source, Mapping) and "pretrained" in source:
         entry = pretrained(source["pretrained"])
-        got = download(entry.url, cache / entry.name, sha256=entry.sha256)
-        return got.path, got.sha256, {"kind": "pretrained", "name": entry.name, "url": entry.url}
+        dest = cache / entry.name
+        had = dest.exists()
+        got = download(entry.url, dest, sha256=entry.sha256, show_progress=show_progress)
+        return got.path, got.sha256, {"kind": "pretrained", "name": entry.name, "url": entry.url,
+                                      "downloaded": not had}
     if isinstance(source, Mapping) and "url" in source:
         url = source["url"]
         name = hashlib.sha256(url.encode()).hexdigest()[:16] + "-" + url.rstrip("/").rsplit("/", 1)[-1]
-        got = download(url, cache / name, sha256=source.get("sha256"))
-        return got.path, got.sha256, {"kind": "url", "url": url}
+        dest = cache / name
+        had = dest.exists()
+        got = download(url, dest, sha256=source.get("sha256"), show_progress=show_progress)
+        return got.path, got.sha256, {"kind": "url", "url": url, "downloaded": not had}
     if isinstance(source, Mapping) and "file" in source:
         path = Path(source["file"]).expanduser()
         if not path.is_file():
@@ -110,7 +126,9 @@ def load_source_supernet(path: Path, cfg: Mapping[str, Any]) -> tuple[torch.nn.M
     net = build_supernet(sn["family"], width_mult=sn["width_mult"], n_classes=_checkpoint_classes(payload),
                          ks_list=sn["ks_list"], expand_list=sn["expand_list"], depth_list=sn["depth_list"])
     is_ours = payload.get("format") == "natv2-supernet"
-    if is_ours or sn["family"] == "SE_B":
+    source_family = payload.get("config", {}).get("family") if is_ours else "SE_B"  # OFA's layout
+    if sn["family"] == "SE_B" or source_family != "SE_B":
+        # same layout: every tensor (our checkpoints are checked for family, width and lists)
         load_checkpoint(net, payload)
         return net, {"loaded": "all tensors"}
     from natv2.supernet.warm_start import warm_start_from_ofa  # OFAv2 family from OFA weights
@@ -152,19 +170,26 @@ def run_supernet(cfg: Mapping[str, Any], show_progress: bool = True) -> dict:
     out_dir = results_path(cfg, STAGE_DIR)
     space = space_from_config(cfg)
     source = sn["source"]
-    # fetch (and verify) the source before any data or training work
-    fetched = None if source == "train" else fetch_source(source, sn["cache_dir"])
+    # fetch, verify and load the source before any data or training work
+    net = load_report = None
+    source_info, source_sha = {"kind": "train"}, None
+    if source != "train":
+        path, source_sha, source_info = fetch_source(source, sn["cache_dir"], show_progress)
+        try:
+            net, load_report = load_source_supernet(path, cfg)
+        except UserError:
+            if source_info.pop("downloaded", False):  # a file this run fetched and cannot use
+                path.unlink(missing_ok=True)
+            raise
+        source_info.pop("downloaded", None)
     splits = build_splits(cfg, resolution=max(space.resolutions))
     loader = epoch_loader(splits.train, cfg["data"]["batch_size"], cfg["data"]["num_workers"])
-    if fetched is None:
+    if net is None:
         net = build_supernet(sn["family"], width_mult=sn["width_mult"], n_classes=splits.n_classes,
                              ks_list=sn["ks_list"], expand_list=sn["expand_list"], depth_list=sn["depth_list"])
         phases = train_supernet(net, space, loader, train_settings(cfg), device, out_dir / "work",
-                                show_progress=show_progress)
-        source_info, source_sha, load_report = {"kind": "train"}, None, None
+                                show_progress=show_progress, fingerprint=data_fingerprint(cfg, splits))
     else:
-        path, source_sha, source_info = fetched
-        net, load_report = load_source_supernet(path, cfg)
         net.to(device)
         phases = []
         if net.n_classes != splits.n_classes:

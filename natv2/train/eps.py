@@ -15,11 +15,14 @@ The teacher is a static copy, so this changes nothing in the super-network.
 
 A checkpoint is written after each phase (atomically); a run that was killed resumes after the
 last finished phase and, since each phase seeds its own generators, ends with the same weights
-as an uninterrupted run.
+as an uninterrupted run. Each checkpoint carries a resume key (network config, the training
+settings, the phase plan up to that phase, the caller's ``fingerprint`` such as the data
+settings): a checkpoint left by a run with other settings is ignored, never resumed from.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -96,15 +99,37 @@ def _checkpoint_path(ckpt_dir: Path, index: int, phase: str) -> Path:
     return ckpt_dir / f"phase_{index:02d}_{phase}.pt"
 
 
-def _resume_point(net: nn.Module, plan: Sequence[str], ckpt_dir: Path) -> tuple[int, list[dict]]:
-    """Load the last finished phase checkpoint, if any: (index of the next phase, history)."""
+def resume_key(net: nn.Module, space: SearchSpace, train: TrainSettings, plan: Sequence[str],
+               index: int, fingerprint: Mapping | None = None) -> str:
+    """What the weights after phase ``plan[index]`` depend on, as a canonical JSON string."""
+    settings = {k: v for k, v in asdict(train).items() if k != "phases"}
+    key = {
+        "net": net.config() if hasattr(net, "config") else type(net).__name__,
+        "space": {"family": space.family, "resolutions": [int(r) for r in space.resolutions]},
+        "train": settings,
+        "phases": [[p, asdict(train.phases[p])] for p in plan[: index + 1]],
+        "fingerprint": fingerprint,
+    }
+    return json.dumps(key, sort_keys=True, default=str)
+
+
+def _matching_extra(path: Path, key: str) -> Mapping | None:
+    """The ``extra`` of the phase checkpoint ``path`` when it exists and was written with ``key``."""
+    if not path.exists():
+        return None
+    extra = read_extra(path)
+    if not isinstance(extra, Mapping) or extra.get("resume_key") != key:
+        return None
+    return extra
+
+
+def _resume_point(plan: Sequence[str], ckpt_dir: Path, keys: Sequence[str]) -> int:
+    """Index of the phase after the last finished one whose checkpoint matches its resume key
+    (0: none). Checkpoints left by runs with other settings are skipped."""
     for index in range(len(plan) - 1, -1, -1):
-        path = _checkpoint_path(ckpt_dir, index, plan[index])
-        if path.exists():
-            load_checkpoint(net, path)
-            extra = read_extra(path) or {}
-            return index + 1, list(extra.get("history", []))
-    return 0, []
+        if _matching_extra(_checkpoint_path(ckpt_dir, index, plan[index]), keys[index]) is not None:
+            return index + 1
+    return 0
 
 
 Sampler = Callable[[np.random.Generator, int], object]
@@ -177,25 +202,35 @@ def train_phase(net: nn.Module, space: SearchSpace, loader: Callable[[int], obje
 
 def train_supernet(net: nn.Module, space: SearchSpace, loader: Callable[[int], object],
                    train: TrainSettings, device: torch.device, ckpt_dir: Path,
-                   show_progress: bool = True) -> list[dict]:
+                   show_progress: bool = True, fingerprint: Mapping | None = None) -> list[dict]:
     """Run every EPS phase that applies to the family and has epochs > 0, resuming from ``ckpt_dir``.
 
     ``loader(seed)`` returns an iterable of (images, labels) batches of the training split,
-    shuffled with that seed (one call per epoch). Returns the per-phase records.
+    shuffled with that seed (one call per epoch). ``fingerprint`` (JSON-able) describes what else
+    the weights depend on, e.g. the data settings: a checkpoint is resumed from only when it and
+    the training settings match. Returns the per-phase records.
     """
     plan = [p for p in phases_for(space.family) if p in train.phases and train.phases[p].epochs > 0]
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     net.to(device)
-    start, history = _resume_point(net, plan, ckpt_dir)
+    keys = [resume_key(net, space, train, plan, i, fingerprint) for i in range(len(plan))]
+    start = _resume_point(plan, ckpt_dir, keys)
+    # without a progressive teacher, the teacher is the network as the first phase left it
+    first_teacher = start > 1 and train.kd_ratio > 0 and not train.progressive_teacher
+    first = _checkpoint_path(ckpt_dir, 0, plan[0]) if plan else None
+    if first_teacher and _matching_extra(first, keys[0]) is None:
+        start = 0  # that checkpoint is gone or from another run: the teacher cannot be rebuilt
+    history: list[dict] = []
     teacher = None
-    if start > 0 and train.kd_ratio > 0:
-        if not train.progressive_teacher and plan[0] == "full":
-            # the teacher is the network as the full phase left it: rebuild it, then come back
-            load_checkpoint(net, _checkpoint_path(ckpt_dir, 0, plan[0]))
+    if start > 0:
+        if first_teacher:
+            load_checkpoint(net, first)
             teacher = make_teacher(net, space).to(device)
-            _resume_point(net, plan, ckpt_dir)
-        else:
+        last = _checkpoint_path(ckpt_dir, start - 1, plan[start - 1])
+        load_checkpoint(net, last)
+        history = list((read_extra(last) or {}).get("history", []))
+        if teacher is None and train.kd_ratio > 0:
             teacher = make_teacher(net, space).to(device)
     for index in range(start, len(plan)):
         phase = plan[index]
@@ -204,7 +239,8 @@ def train_supernet(net: nn.Module, space: SearchSpace, loader: Callable[[int], o
                              seed=train.seed * 100 + index, show_progress=show_progress)
         history.append(record)
         save_checkpoint(net, _checkpoint_path(ckpt_dir, index, phase),
-                        extra={"history": history, "settings": {k: asdict(v) for k, v in train.phases.items()}})
+                        extra={"history": history, "resume_key": keys[index],
+                               "settings": {k: asdict(v) for k, v in train.phases.items()}})
         if train.kd_ratio > 0 and (train.progressive_teacher or teacher is None):
             teacher = make_teacher(net, space).to(device)
     return history
