@@ -109,10 +109,27 @@ def validate(raw: Mapping[str, Any]) -> Config:
     return cfg
 
 
+# OFA's MobileNetV3 checkpoints were trained at 128..224 px; NAT searches 192..256. Outside this
+# range the pretrained weights are not a meaningful starting point.
+PRETRAINED_RESOLUTIONS = (128, 256)
+
+
 def check_semantics(cfg: Config) -> None:
-    """Checks that involve several keys (the schema checks each key alone)."""
-    # Extended by later stages (search sizes, fine-tune slots, ...); each raises ConfigError.
-    return None
+    """Checks that involve several keys (the schema checks each key alone); ConfigError if any fails."""
+    search, finetune, source = cfg["search"], cfg["finetune"], cfg["supernet"]["source"]
+    if finetune["slots"] > search["n_doe"]:
+        raise ConfigError(f"config key 'finetune.slots': {finetune['slots']} is more than search.n_doe "
+                          f"({search['n_doe']}); allowed: 1..{search['n_doe']}")
+    if isinstance(source, Mapping) and "pretrained" in source:
+        lo, hi = PRETRAINED_RESOLUTIONS
+        bad = [r for r in cfg["space"]["resolutions"] if not lo <= r <= hi]
+        if bad:
+            raise ConfigError(f"config key 'space.resolutions': {bad} outside the pretrained super-network's "
+                              f"range; allowed: {lo}..{hi} px")
+    if isinstance(source, Mapping) and "file" in source and not Path(source["file"]).expanduser().is_file():
+        raise ConfigError(f"config key 'supernet.source.file': '{source['file']}' does not exist; "
+                          "allowed: the path of a checkpoint file")
+
 
 
 def load_config(path: str | Path | Sequence[str | Path] = DEFAULT_CONFIG_PATH,

@@ -154,6 +154,9 @@ def train_phase(net: nn.Module, space: SearchSpace, loader: Callable[[int], obje
     """
     rng = np.random.default_rng(seed)
     sampler = sampler or phase_sampler(space, phase)
+    # channels-last activations and weights: about 2x faster convolutions on CPU (oneDNN) and the
+    # layout tensor cores want on GPU; values are unchanged
+    net.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(_param_groups(net, train.weight_decay), lr=settings.lr,
                                 momentum=train.momentum, nesterov=True)
     start = time.perf_counter()
@@ -172,7 +175,7 @@ def train_phase(net: nn.Module, space: SearchSpace, loader: Callable[[int], obje
                 group["lr"] = lr
             resolution = int(resolution_sampler(rng) if resolution_sampler is not None
                              else rng.choice(space.resolutions))
-            x = _resize(images.to(device), resolution)
+            x = _resize(images.to(device), resolution).contiguous(memory_format=torch.channels_last)
             y = labels.to(device)
             soft = teacher_logits(teacher, x, train.ensemble_weights) if teacher is not None else None
             optimizer.zero_grad(set_to_none=True)

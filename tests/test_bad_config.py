@@ -1,0 +1,69 @@
+"""Bad configs are refused before any job runs, with one line naming the key and what is allowed,
+by the natv2 CLI and by Snakemake alike; nothing is written under results/."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from natv2.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+
+BAD = {
+    "unknown key": ({"serach": {"rounds": 2}}, "unknown config key 'serach'"),
+    "wrong type": ({"search": {"rounds": "three"}}, "'search.rounds': 'three' has the wrong type"),
+    "zero rounds": ({"search": {"rounds": 0}}, "'search.rounds': 0 is less than the minimum of 1"),
+    "negative rounds": ({"search": {"rounds": -2}}, "'search.rounds': -2 is less than the minimum of 1"),
+    "n_doe below 2": ({"search": {"n_doe": 1}}, "'search.n_doe': 1 is less than the minimum of 2"),
+    "unknown dataset": ({"data": {"name": "mnist"}}, "'data.name': 'mnist' is not allowed; allowed: digits"),
+    "unknown family": ({"supernet": {"family": "EE_X"}}, "'supernet.family': 'EE_X' is not allowed; allowed: SE_B"),
+    "unknown policy": ({"search": {"policy": "nsga"}}, "'search.policy': 'nsga' is not allowed; allowed: nat, natv2, random"),
+    "unknown predictor": ({"search": {"predictor": "xgb"}}, "'search.predictor': 'xgb' is not allowed; allowed: lgbm"),
+    "unknown objective": ({"search": {"objectives": ["flops"]}}, "'search.objectives.0': 'flops' is not allowed; allowed: params, macs, latency"),
+    "resolution out of range": ({"supernet": {"source": {"pretrained": "ofa_mbv3_d234_e346_k357_w1.0"}},
+                                 "space": {"resolutions": [32]}}, "'space.resolutions': [32] outside"),
+    "slots above n_doe": ({"search": {"n_doe": 4}, "finetune": {"slots": 5}}, "'finetune.slots': 5 is more than search.n_doe"),
+    "missing file source": ({"supernet": {"source": {"file": "no/such.pt"}}}, "'supernet.source.file': 'no/such.pt' does not exist"),
+    "unknown pretrained": ({"supernet": {"source": {"pretrained": "resnet50"}}}, "allowed: ofa_mbv3_d234_e346_k357_w1.0"),
+}
+
+
+def write(tmp_path: Path, raw: dict) -> Path:
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"results_dir": str(tmp_path / "results"), **raw}))
+    return path
+
+
+@pytest.mark.parametrize("kind", sorted(BAD))
+def test_cli_refuses_bad_config(kind, tmp_path, capsys):
+    raw, expected = BAD[kind]
+    path = write(tmp_path, raw)
+    assert main(["init-archive", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and expected in err, err
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("kind", ["unknown key", "slots above n_doe", "unknown family", "missing file source"])
+def test_snakemake_refuses_bad_config_before_any_job(kind, tmp_path):
+    raw, expected = BAD[kind]
+    path = write(tmp_path, raw)
+    result = subprocess.run([SNAKEMAKE, "--cores", "1", "--configfile", str(path)], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("natv2: config error: ") and expected in lines[0], lines
+    assert not (tmp_path / "results").exists()
+
+
+def test_snakemake_refuses_command_line_overrides(tmp_path):
+    result = subprocess.run([SNAKEMAKE, "-n", "--cores", "1", "--config", "seed=3"], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "put them in a YAML file and pass --configfile" in result.stderr

@@ -1,0 +1,186 @@
+"""End to end on the tiny config: Snakemake, change propagation, resume after SIGKILL, DVC repro,
+and sharing results through a DVC remote. Each pipeline run takes about a minute on 2 cores."""
+
+from __future__ import annotations
+
+import filecmp
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONUNBUFFERED": "1"}
+CONFIG = "config/test.yaml"
+FINAL = "results/search/round_02/archive.csv"
+PROJECT_FILES = ("Snakefile", "workflow", "config")
+
+pytestmark = pytest.mark.slow
+
+
+def run(args, cwd, check=True, **kw):
+    result = subprocess.run(args, cwd=cwd, env=ENV, capture_output=True, text=True, **kw)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{args} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def project_copy(dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, symlinks=True)
+        else:
+            shutil.copy2(src, dest / name)
+    # the schema link points into the package: make it a plain file in the copy
+    link = dest / "workflow/schemas/config.schema.yaml"
+    link.unlink()
+    shutil.copy2(ROOT / "natv2/schemas/config.schema.yaml", link)
+    return dest
+
+
+def snakemake(cwd, *extra, check=True):
+    return run([str(BIN / "snakemake"), "--cores", "2", "--configfile", CONFIG, *extra], cwd, check=check)
+
+
+def job_counts(dry_run_stdout: str) -> dict[str, int]:
+    counts, on = {}, False
+    for line in dry_run_stdout.splitlines():
+        if line.startswith("job ") and "count" in line:
+            on = True
+            continue
+        if on:
+            parts = line.split()
+            if not parts or parts[0] == "total":
+                break
+            if parts[0].startswith("-"):
+                continue
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
+@pytest.fixture(scope="module")
+def smk_project(tmp_path_factory):
+    project = project_copy(tmp_path_factory.mktemp("smk"))
+    result = snakemake(project)
+    assert "Nothing to be done" not in result.stderr
+    return project
+
+
+def test_pipeline_writes_every_stage_output(smk_project):
+    res = smk_project / "results"
+    info = json.loads((res / "supernet/supernet.json").read_text())
+    assert {"family", "width_mult", "source", "sha256", "phases", "val_top1"} <= set(info)
+    for k in range(3):
+        stats = json.loads((res / f"search/round_{k:02d}/stats.json").read_text())
+        assert stats["round"] == k and "hypervolume" in stats
+        assert ("predictor" in stats) == (k > 0)
+    for n in range(3):
+        metrics = json.loads((res / f"finetune/rank_{n}/metrics.json").read_text())
+        assert metrics.get("used", True) is False or {"top1_before", "top1_after", "params", "macs"} <= set(metrics)
+    report = json.loads((res / "report/metrics.json").read_text())
+    assert {"hypervolume", "best_top1", "best_top1_under"} <= set(report)
+    assert (res / "report/index.html").stat().st_size > 10_000
+    assert (smk_project / "logs/benchmarks/supernet.tsv").exists()
+
+
+def test_second_run_has_nothing_to_do(smk_project):
+    assert "Nothing to be done" in snakemake(smk_project, "-n").stdout + snakemake(smk_project, "-n").stderr
+
+
+def test_changes_rerun_only_what_depends_on_them(smk_project):
+    path = smk_project / CONFIG
+    original = path.read_text()
+    raw = yaml.safe_load(original)
+    try:
+        path.write_text(yaml.safe_dump(dict(raw, finetune={**raw["finetune"], "lr": 0.02})))
+        out = snakemake(smk_project, "-n").stdout
+        assert job_counts(out) == {"finetune": 3, "report": 1, "all": 1}
+        path.write_text(yaml.safe_dump(dict(raw, search={**raw["search"], "rounds": 3})))
+        out = snakemake(smk_project, "-n").stdout
+        assert job_counts(out) == {"search_round": 1, "finetune": 3, "report": 1, "all": 1}
+    finally:
+        path.write_text(original)
+
+
+def _cache_lines(project: Path) -> int:
+    files = list((project / "results/cache/evaluations").glob("*.jsonl"))
+    return sum(len(f.read_text().splitlines()) for f in files)
+
+
+def test_sigkill_during_a_round_resumes_to_the_same_archive(smk_project, tmp_path):
+    project = project_copy(tmp_path / "resume")
+    proc = subprocess.Popen([str(BIN / "snakemake"), "--cores", "2", "--configfile", CONFIG], cwd=project,
+                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline:  # wait for round 1's first candidate evaluation
+            if (project / "results/search/round_00/stats.json").exists():
+                init_done = json.loads((project / "results/search/round_00/stats.json").read_text())["n_evaluated"]
+                if _cache_lines(project) > init_done:
+                    break
+            if proc.poll() is not None:
+                pytest.fail("the pipeline finished before it could be killed")
+            time.sleep(0.2)
+        else:
+            pytest.fail("round 1 never started")
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert not (project / "results/search/round_01/archive.csv").exists()
+    run([str(BIN / "snakemake"), "--unlock", "--cores", "1", "--configfile", CONFIG], project)
+    snakemake(project, "--rerun-incomplete")
+    stats = json.loads((project / "results/search/round_01/stats.json").read_text())
+    assert stats["cache_hits"] >= 1
+    assert (project / FINAL).read_text() == (smk_project / FINAL).read_text()
+
+
+@pytest.fixture(scope="module")
+def dvc_project(tmp_path_factory):
+    project = project_copy(tmp_path_factory.mktemp("dvc") / "repo")
+    run(["git", "init", "-q"], project)
+    run(["git", "config", "user.email", "t@example.com"], project)
+    run(["git", "config", "user.name", "t"], project)
+    run([str(BIN / "dvc"), "init", "-q"], project)
+    run([str(BIN / "dvc"), "config", "core.analytics", "false"], project)
+    run([str(BIN / "natv2"), "dvc-yaml", "--config", CONFIG], project)
+    (project / ".gitignore").write_text("/results/cache/\n/results/supernet/work/\n/logs/\n/.snakemake/\n")
+    run([str(BIN / "dvc"), "repro", "-q"], project)
+    return project
+
+
+def test_dvc_repro_matches_snakemake_and_is_idempotent(dvc_project, smk_project):
+    assert (dvc_project / FINAL).read_text() == (smk_project / FINAL).read_text()
+    for name in ("report/metrics.json", "report/pareto.csv", "search/round_00/archive.csv"):
+        assert (dvc_project / "results" / name).read_text() == (smk_project / "results" / name).read_text(), name
+    again = run([str(BIN / "dvc"), "repro"], dvc_project).stdout
+    assert "Running stage" not in again
+
+
+def test_share_through_a_dvc_remote(dvc_project, tmp_path):
+    remote = tmp_path / "remote"
+    run([str(BIN / "dvc"), "remote", "add", "-d", "local", str(remote)], dvc_project)
+    run(["git", "add", "-A"], dvc_project)
+    run(["git", "commit", "-qm", "pipeline"], dvc_project)
+    run([str(BIN / "dvc"), "push", "-q"], dvc_project)
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(dvc_project), str(clone)], tmp_path)
+    run([str(BIN / "dvc"), "pull", "-q"], clone)
+    run([str(BIN / "snakemake"), "--touch", "--cores", "1", "--configfile", CONFIG], clone)
+    dry = run([str(BIN / "snakemake"), "-n", "--cores", "1", "--configfile", CONFIG], clone)
+    assert "Nothing to be done" in dry.stdout + dry.stderr
+    status = run([str(BIN / "dvc"), "status"], clone).stdout
+    assert "up to date" in status
+    pulled = [p for p in (clone / "results").rglob("*") if p.is_file()]
+    assert len(pulled) >= 20
+    for path in pulled:
+        assert filecmp.cmp(path, dvc_project / path.relative_to(clone), shallow=False), path
