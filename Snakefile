@@ -14,7 +14,14 @@ from snakemake.utils import min_version
 
 min_version("8.0")
 
-# The natv2 command of the Python running Snakemake, also without an activated venv.
+# The natv2 command of the Python running Snakemake, also without an activated venv. (Lint
+# "specify a conda environment or container for each rule": deliberately not done; every rule runs
+# the natv2 CLI of the environment Snakemake itself runs in, installed once by `make`, instead of
+# building a multi-GB PyTorch environment per rule.)
+envvars:
+    "PATH",
+
+
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 from natv2.config import ConfigError, load_config, merge, read_yaml  # noqa: E402

@@ -111,8 +111,8 @@ def _dvc_yaml(args: argparse.Namespace) -> None:
 def _export(args: argparse.Namespace) -> None:
     from natv2.model import export_model
 
-    suffix = {"onnx": ".onnx", "torchscript": ".pt"}.get(args.format, "")
-    out = args.output or str(Path(args.model_dir) / f"model{suffix if args.format == 'onnx' else '.torchscript.pt'}")
+    default_name = "model.onnx" if args.format == "onnx" else "model.torchscript.pt"
+    out = args.output or str(Path(args.model_dir) / default_name)
     path = export_model(args.model_dir, out, format=args.format)
     print(f"export: wrote {path}")
 
