@@ -97,6 +97,12 @@ def test_second_run_has_nothing_to_do(smk_project):
     assert "Nothing to be done" in snakemake(smk_project, "-n").stdout + snakemake(smk_project, "-n").stderr
 
 
+def test_snakemake_report(smk_project):
+    snakemake(smk_project, "--report", "results/report/snakemake.html")
+    html = (smk_project / "results/report/snakemake.html").read_text()
+    assert "init_archive" in html and "search_round" in html
+
+
 def test_changes_rerun_only_what_depends_on_them(smk_project):
     path = smk_project / CONFIG
     original = path.read_text()

@@ -75,13 +75,13 @@ def test_committed_dvc_yaml_is_current(tmp_path):
 
 
 def test_dvc_params_list_only_keys_the_file_states(tmp_path):
-    raw = {"search": {"rounds": 2, "n_doe": 4}, "finetune": {"lr": 0.5}}
+    raw = {"search": {"rounds": 2, "n_doe": 4}, "finetune": {"lr": 0.5, "slots": 2}}
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(raw))
     doc = dvc_yaml(load_config(path), raw, str(path))
     params = {name: st.get("params", [{}])[0].get(str(path), []) for name, st in doc["stages"].items()}
     assert params["init_archive"] == ["search.n_doe"]
-    assert params["finetune_0"] == ["finetune.lr"]
+    assert params["finetune_0"] == ["finetune.lr"]  # slots shape the graph, they are no parameter
     assert "search.rounds" not in sum(params.values(), [])  # a new round is a new stage, not a change
     assert params["supernet"] == []
 
