@@ -38,6 +38,10 @@ def _encoder_of(encoder: Any) -> Callable[[Any], str]:
     )
 
 
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
 def _nbytes(batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> int:
     return sum(x.numel() * x.element_size() + y.numel() * y.element_size() for x, y in batches)
 
@@ -108,7 +112,7 @@ class Evaluator:
         """The BN-recalibration batches at ``resolution`` (on the device, made once)."""
         if resolution not in self._calib:
             batches = calibration_batches(self.splits, self._cfg, resolution)
-            self._calib[resolution] = [b.to(self.device) for b in batches]
+            self._calib[resolution] = [_channels_last(b.to(self.device)) for b in batches]
         return self._calib[resolution]
 
     def validation(self, resolution: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
@@ -130,7 +134,7 @@ class Evaluator:
         batches = materialize(val, batch, self.settings["num_workers"])
         size = _nbytes(batches)
         if size <= self.device_cache_bytes:
-            batches = [(x.to(self.device), y.to(self.device)) for x, y in batches]
+            batches = [(_channels_last(x.to(self.device)), y.to(self.device)) for x, y in batches]
         self._val[resolution] = batches
         self._cached_bytes += size
         return batches
@@ -153,7 +157,9 @@ class Evaluator:
         self._check_resolution(r)
         sub = self.supernet.extract(arch)
         self._check_standalone(sub)
-        sub.to(self.device)
+        # channels-last: several times faster oneDNN convolutions on CPU for these small images
+        # (docs/BENCHMARKS.md), the layout GPUs prefer; the cached batches are stored that way too
+        sub.to(self.device, memory_format=torch.channels_last)
         recalibrate_bn(sub, self.calibration(r), self.device)
         acc = top1(sub, self.validation(r), self.device)
         nd = getattr(arch, "nd", None)
