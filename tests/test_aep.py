@@ -38,15 +38,6 @@ SPACE = SearchSpace(family="EE_B", resolutions=(R,), widths=(1.0,))
 ND = 3
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # tiny nets on a shared 2-core box: intra-op threads only contend
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ----------------------------------------------------------------------------- weights
 def _increasing(w):
     return all(a < b for a, b in zip(w, w[1:], strict=False))

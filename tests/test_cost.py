@@ -4,20 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from natv2.measure import count_macs, count_params
 from natv2.measure.cost import CostModel, LatencyModel, cheap_objectives_fn
 from natv2.space import SearchSpace
 from natv2.supernet import build_supernet
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

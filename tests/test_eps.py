@@ -25,14 +25,6 @@ RES = 16
 WEIGHTS = (0.06, 0.13, 0.20, 0.27, 0.34)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def space_of(family: str) -> SearchSpace:
     return SearchSpace(family, resolutions=[RES], widths=[1.0])
 

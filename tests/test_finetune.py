@@ -27,15 +27,6 @@ SETTINGS = {"seed": 3, "max_epochs": 2, "patience": 1, "lr": 0.02, "measure_late
 SPACE = SearchSpace(family="SE_B", resolutions=(16,), widths=(1.0,))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # tiny nets on a shared 2-core box: intra-op threads only contend (10-40x slower under load)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def setup():
     torch.manual_seed(0)

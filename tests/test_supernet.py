@@ -33,16 +33,6 @@ LARGEST = {"ks": [7] * 20, "e": [6] * 20, "d": [4] * 5}
 SMALLEST = {"ks": [3] * 20, "e": [3] * 20, "d": [2] * 5}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP spin-waiting costs more than
-    it gains for these small inputs. Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def random_archs(n: int, seed: int) -> list[dict]:
     rng = random.Random(seed)
     return [{"ks": [rng.choice([3, 5, 7]) for _ in range(20)],

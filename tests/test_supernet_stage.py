@@ -30,14 +30,6 @@ SMALL = {"ks_list": [3], "expand_list": [3]}  # small; depth_list stays [2, 3, 4
 PHASES = ("full", "kernel", "net_width", "net_depth", "depth", "expand")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def make_config(tmp_path: Path, **supernet) -> dict:
     return {
         "seed": 0,
