@@ -28,5 +28,8 @@ lint: $(BIN)/natv2
 	$(BIN)/ruff check .
 	$(BIN)/snakemake --lint
 
+bench: $(BIN)/natv2
+	$(BIN)/python benchmarks/supernet_speed.py --threads 2 --markdown docs/BENCHMARKS.md
+
 clean-results:
 	rm -rf results logs .snakemake
