@@ -150,8 +150,8 @@ def map_state_dict(state_dict: Mapping[str, Any],
 
 def load_checkpoint(net: nn.Module, source: str | os.PathLike | Mapping) -> nn.Module:
     """Load weights into ``net`` (a ``SuperNet`` or a ``StaticNet``) from a path or a dict;
-    returns ``net``. Files are read with ``torch.load(..., map_location="cpu",
-    weights_only=True)``. See the module docstring for the accepted layouts."""
+    returns ``net``. Files are read safely (``torch.load`` with ``weights_only=True``, on the
+    CPU). See the module docstring for the accepted layouts."""
     payload = _read(source)
     state = map_state_dict(_state_dict_of(payload, net), net)
     net.load_state_dict(state, strict=True)
