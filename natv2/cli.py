@@ -94,8 +94,8 @@ def _report(args: argparse.Namespace) -> None:
 
 
 def _dvc_yaml(args: argparse.Namespace) -> None:
+    from natv2.files import atomic_write
     from natv2.pipeline.dag import dvc_yaml
-    from natv2.pipeline.files import atomic_write
 
     paths = args.config or [DEFAULT_CONFIG_PATH]
     if len(paths) != 1:

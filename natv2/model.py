@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from natv2.errors import UserError
-from natv2.pipeline.files import atomic_write, read_json, write_json
+from natv2.files import atomic_write, read_json, write_json
 
 MODEL_FILE = "model.pt"
 ARCH_FILE = "arch.json"

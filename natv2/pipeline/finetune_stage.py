@@ -17,9 +17,9 @@ import torch
 
 from natv2.data import build_splits
 from natv2.errors import UserError
+from natv2.files import atomic_write, write_json
 from natv2.model import arch_info, save_finetuned
 from natv2.pipeline.context import results_path, setup_stage, space_from_config
-from natv2.pipeline.files import atomic_write, write_json
 from natv2.search.archive import read_archive
 from natv2.selection import select_for_finetune
 from natv2.supernet import load_supernet

@@ -53,6 +53,7 @@ from tqdm import tqdm
 
 from natv2.data import build_splits, data_settings, make_loader
 from natv2.errors import UserError
+from natv2.files import atomic_write, read_json, write_json
 from natv2.measure import Evaluator
 from natv2.measure.cost import CostModel, LatencyModel, cheap_objectives_fn
 from natv2.pipeline.context import results_path, setup_stage, space_from_config
@@ -63,7 +64,6 @@ from natv2.pipeline.eval_cache import (
     file_sha256,
     settings_hash,
 )
-from natv2.pipeline.files import atomic_write, read_json, write_json
 from natv2.search import (
     archive_hypervolume,
     archive_vectors,

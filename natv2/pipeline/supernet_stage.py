@@ -23,9 +23,9 @@ import torch
 
 from natv2.data import build_splits, make_loader
 from natv2.errors import UserError
+from natv2.files import write_json
 from natv2.measure import Evaluator
 from natv2.pipeline.context import results_path, setup_stage, space_from_config
-from natv2.pipeline.files import write_json
 from natv2.space import SearchSpace
 from natv2.supernet import build_supernet, load_checkpoint, save_checkpoint
 from natv2.supernet.download import default_cache_dir, download, sha256_of

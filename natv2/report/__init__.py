@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from natv2.files import atomic_write
 from natv2.report.figures import hypervolume_png, pareto_png, predictor_png
 from natv2.report.html import render_html
 from natv2.report.load import FinetuneSlot, ResultsData, load_results
@@ -24,16 +24,7 @@ OUTPUTS = ("index.html", "pareto.png", "hypervolume.png", "metrics.json", "paret
 
 
 def _write(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temp file beside ``path``, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are shared files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def build_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike,

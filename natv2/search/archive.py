@@ -12,13 +12,14 @@ Objectives are always *minimised*: ``top1`` becomes the error ``100 - top1``.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from natv2.files import atomic_write
 
 ORIGINS = ("bound", "init", "preprocess", "candidate")
 
@@ -123,17 +124,8 @@ def read_archive(path: str | os.PathLike) -> pd.DataFrame:
 def write_archive(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write ``df`` as CSV atomically (temp file in the same folder, then ``os.replace``)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     out = normalize_archive(df)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            out.to_csv(fh, index=False, na_rep="")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda tmp: out.to_csv(tmp, index=False, na_rep=""))
     return path
 
 

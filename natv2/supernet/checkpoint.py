@@ -21,7 +21,6 @@ order for unexpected/shape, network order for missing). The one tolerated gap is
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ import torch
 from torch import nn
 
 from natv2.errors import UserError
+from natv2.files import atomic_write
 
 from .ofa_mbv3 import SuperNet
 from .static import STATIC_FORMAT, StaticNet, build_static
@@ -192,18 +192,7 @@ def save_checkpoint(net: nn.Module, path: str | os.PathLike, extra: Any = None) 
         "extra": extra,
     }
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
     return path
 
 

@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from natv2.space import SearchSpace
 from natv2.supernet import load_checkpoint, read_extra, save_checkpoint
+from natv2.train.finetune import param_groups
 from natv2.train.losses import distillation_loss, ensemble_logits
 from natv2.train.phases import elastic_dims, phases_for, sample_phase_arch
 from natv2.train.schedule import cosine_lr
@@ -59,16 +60,6 @@ class TrainSettings:
     progressive_teacher: bool = True
     ensemble_weights: Sequence[float] = (0.06, 0.13, 0.20, 0.27, 0.34)
     seed: int = 0
-
-
-def _param_groups(net: nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on BN parameters and biases (OFA's ``no_decay_keys='bn#bias'``)."""
-    decay, no_decay = [], []
-    for name, param in net.named_parameters():
-        if not param.requires_grad:
-            continue
-        (no_decay if param.ndim <= 1 or name.endswith(".bias") else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def make_teacher(net: nn.Module, space: SearchSpace) -> nn.Module:
@@ -157,7 +148,7 @@ def train_phase(net: nn.Module, space: SearchSpace, loader: Callable[[int], obje
     # channels-last activations and weights: about 2x faster convolutions on CPU (oneDNN) and the
     # layout tensor cores want on GPU; values are unchanged
     net.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(_param_groups(net, train.weight_decay), lr=settings.lr,
+    optimizer = torch.optim.SGD(param_groups(net, train.weight_decay), lr=settings.lr,
                                 momentum=train.momentum, nesterov=True)
     start = time.perf_counter()
     steps_per_epoch = len(loader(0))

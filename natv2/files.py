@@ -1,4 +1,8 @@
-"""Atomic file writes: a stage never leaves a half-written output behind."""
+"""Atomic file writes: nothing natv2 writes is ever left half-written.
+
+One place for the temp-file-then-rename idiom, used by every layer (archives, checkpoints,
+reports, stage outputs). A low-level module: it imports nothing from natv2.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,9 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     os.close(fd)
     try:
         write(Path(tmp))
+        with open(tmp, "rb+") as fh:  # on disk before the rename: a crash leaves old or new
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are shared (DVC, cluster nodes)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
