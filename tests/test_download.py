@@ -1,12 +1,9 @@
 """The download machinery against a local HTTP server on 127.0.0.1 serving bytes the test makes."""
 
-import contextlib
 import hashlib
-import http.server
-import threading
-import time
 
 import pytest
+from loopback import LoopbackServer
 
 from natv2.supernet.download import DownloadError, default_cache_dir, download
 from natv2.supernet.registry import PRETRAINED, pretrained
@@ -15,57 +12,9 @@ PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
 
 
-class _Server:
-    """Serves PAYLOAD with Range support; `mode` changes behaviour per test."""
-
-    def __init__(self):
-        self.mode = "ok"
-        self.requests: list[dict] = []
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                outer.requests.append({"path": self.path, "range": self.headers.get("Range")})
-                if self.path != "/file.bin":
-                    self.send_error(404, "Not Found")
-                    return
-                if outer.mode == "slow":
-                    time.sleep(1.5)
-                start = 0
-                rng = self.headers.get("Range")
-                if rng and outer.mode != "no-range":
-                    start = int(rng.split("=")[1].split("-")[0])
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(PAYLOAD) - 1}/{len(PAYLOAD)}")
-                else:
-                    self.send_response(200)
-                body = PAYLOAD[start:]
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if outer.mode == "cut-once" and start == 0:
-                    self.wfile.write(body[: len(body) // 2])
-                    self.wfile.flush()
-                    self.connection.shutdown(2)  # the server drops the connection midway
-                    return
-                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                    self.wfile.write(body)  # the client may have given up (timeout test)
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture
 def server():
-    srv = _Server()
+    srv = LoopbackServer({"/file.bin": PAYLOAD})
     yield srv
     srv.close()
 

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import http.server
 import json
-import threading
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from loopback import LoopbackServer
 
 from natv2.cli import main
 from natv2.config import validate
@@ -63,40 +62,9 @@ def checkpoint_bytes(tmp_path: Path, name: str, family: str, width: float = 1.0,
     return save_checkpoint(net, tmp_path / name), net
 
 
-class Server:
-    """Serves ``files`` (path -> bytes) on 127.0.0.1; anything else is a 404."""
-
-    def __init__(self):
-        self.files: dict[str, bytes] = {}
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                body = outer.files.get(self.path)
-                if body is None:
-                    self.send_error(404, "Not Found")
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture
 def server():
-    srv = Server()
+    srv = LoopbackServer()
     yield srv
     srv.close()
 
