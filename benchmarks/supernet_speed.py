@@ -31,12 +31,9 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime as dt
-import os
-import platform
+import math
 import re
-import shlex
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -46,13 +43,15 @@ from typing import Any
 import torch
 from torch import nn
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
+from _common import cpu_model, load_average, machine_line  # noqa: E402,F401
+
 BLOCK = "supernet_speed"  # default name of the markdown block
 SECTION = "## Super-network speed"
 SCRIPT = "benchmarks/supernet_speed.py"
 TOL = 1e-4
 CONFIGS = ("smallest", "random", "largest")
-# environment variables that change the timings; shown in the printed command when set
-ENV_PREFIXES = ("MALLOC_", "OMP_", "KMP_", "MKL_", "LD_PRELOAD", "DNNL_", "ONEDNN_")
 SMALL_RES_MAX = 64  # batch 64 up to this resolution, 8 above
 # variant keys, in timing order: (key, label)
 VARIANTS = (
@@ -74,7 +73,7 @@ RATIOS = (
 
 def markers(name: str = BLOCK) -> tuple[str, str]:
     """Start and end markers of the markdown block ``name``."""
-    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    return _common.markers(name)
 
 
 MARK_START, MARK_END = markers()
@@ -119,35 +118,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 # ---------------------------------------------------------------------------- machine
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def load_average() -> str:
-    try:
-        return "/".join(f"{v:.1f}" for v in os.getloadavg())
-    except OSError:  # pragma: no cover - not on every platform
-        return "n/a"
-
-
-def machine_line(threads: int) -> str:
-    return (f"{cpu_model()}, {os.cpu_count()} logical cores, torch {torch.__version__}, "
-            f"{threads} intra-op thread(s), Python {platform.python_version()}")
-
-
 # ---------------------------------------------------------------------------- networks
 def build_pair(seed: int) -> tuple[nn.Module, nn.Module]:
     """(reference OFAMobileNetV3, our SE_B super-network holding the same weights), eval mode.
@@ -365,6 +335,30 @@ def ratio_lines(results: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def growth_lines(results: list[dict[str, Any]]) -> list[str]:
+    """How time per image grows with resolution: the exponent ``a`` of ``t ~ r^a`` (least
+    squares on log-log) per config, for our super-network and our extracted CL network; empty
+    with fewer than three resolutions."""
+    resolutions = sorted({res["resolution"] for res in results})
+    if len(resolutions) < 3:
+        return []
+    lines = []
+    for config in dict.fromkeys(res["config"] for res in results):
+        rows = sorted((res for res in results if res["config"] == config),
+                      key=lambda res: res["resolution"])
+        parts = []
+        for key, label in (("ours_super", "ours super"), ("ours_ext_cl", "ours extracted CL"),
+                           ("ref_super", "OFA super")):
+            x = [math.log(res["resolution"]) for res in rows]
+            y = [math.log(res["ms"][key] / res["batch"]) for res in rows]
+            slope = statistics.linear_regression(x, y).slope
+            per_image = ", ".join(f"{res['resolution']} px {res['ms'][key] / res['batch']:.2f}"
+                                  for res in rows)
+            parts.append(f"{label} r^{slope:.2f} ({per_image} ms/image)")
+        lines.append(f"growth {config}: " + "; ".join(parts))
+    return lines
+
+
 def markdown_block(command: str, machine: str, args: argparse.Namespace,
                    results: list[dict[str, Any]], worst_diff: float, seconds: float,
                    load: str) -> str:
@@ -395,6 +389,10 @@ def markdown_block(command: str, machine: str, args: argparse.Namespace,
         "",
         *[f"    {line}" for line in ratio_lines(results)],
         "",
+        *([f"Time per image against resolution r, fitted as r^a over {len({res['resolution'] for res in results})} "
+           "resolutions (arithmetic alone would give a = 2):", "",
+           *[f"    {line}" for line in growth_lines(results)], ""]
+          if growth_lines(results) else []),
         "Minor page faults per forward (median over rounds): fresh pages from the OS that the "
         "forward touched, i.e. what the allocator (glibc malloc: large blocks are mmap'ed and "
         "returned on free) costs on top of the arithmetic; it changes with the process's "
@@ -406,39 +404,14 @@ def markdown_block(command: str, machine: str, args: argparse.Namespace,
 
 
 def machine_header() -> str:
-    return "\n".join([
-        "# Benchmarks",
-        "",
-        f"Machine: {cpu_model()} (`lscpu` model name), {os.cpu_count()} cores, torch "
-        f"{torch.__version__}, Python {platform.python_version()}; torch intra-op threads as "
-        f"each section's command sets them (`--threads`, 2 by default). The cores are shared "
-        f"with other jobs, so every benchmark times ours and the reference interleaved in one "
-        f"run and reports ratios.",
-        "",
-        "Every number below comes from the command shown with it; rerunning that command "
-        "replaces its block (between its `<!-- ...:start/end -->` markers).",
-        "",
-    ])
+    return _common.header()
 
 
 def write_markdown(path: Path, block: str, name: str = BLOCK) -> None:
     """Replace block ``name`` in ``path``; a new block goes after the default block if there
     is one, else at the end under this benchmark's heading (a new file gets the header)."""
-    path = Path(path)
-    start, end = markers(name)
-    if path.exists():
-        text = path.read_text()
-        pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
-        if pattern.search(text):
-            text = pattern.sub(lambda _m: block, text, count=1)
-        elif MARK_END in text:
-            text = text.replace(MARK_END, f"{MARK_END}\n\n{block}", 1)
-        else:
-            text = text.rstrip("\n") + f"\n\n{SECTION}\n\n{block}\n"
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        text = machine_header() + f"\n{SECTION}\n\n{block}\n"
-    path.write_text(text)
+    _common.write_block(path, block, name, SECTION, after=None if name == BLOCK else BLOCK,
+                        header=machine_header())
 
 
 # ---------------------------------------------------------------------------- main
@@ -471,8 +444,7 @@ def run(args: argparse.Namespace) -> tuple[list[dict[str, Any]], float]:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    env = [f"{k}={os.environ[k]}" for k in sorted(os.environ) if k.startswith(ENV_PREFIXES)]
-    command = shlex.join([*env, "python", SCRIPT, *argv])
+    command = _common.command_line(SCRIPT, argv)
     before = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
@@ -491,7 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(ratios_table(results))
     print("\nminor page faults per forward (median)")
     print(faults_table(results))
-    print("\n".join(ratio_lines(results)))
+    print("\n".join(ratio_lines(results) + growth_lines(results)))
     print(f"outputs checked: worst max abs difference {worst:.1e} (tolerance {TOL:g}); "
           f"{seconds:.0f} s")
     if args.markdown is not None:

@@ -206,6 +206,26 @@ def test_random_policy_round_without_adaptation_copies_supernet(run_a, tmp_path)
     assert len(read_archive(_round(tmp_path, 1) / "archive.csv")) == N_DOE + 2  # grows
 
 
+def test_search_seed_changes_the_search_not_the_data(run_a, supernet_file, tmp_path):
+    """search.seed null == the top-level seed; another search.seed draws another initial archive
+    from the same data split (evaluations of shared architectures are identical)."""
+    root_a, _ = run_a
+    same = tmp_path / "same"
+    other = tmp_path / "other"
+    for root in (same, other):
+        _install(supernet_file, root)
+    run_init_archive(make_cfg(same, seed=0), show_progress=False)
+    assert (_round(same, 0) / "archive.csv").read_bytes() == \
+        (_round(root_a, 0) / "archive.csv").read_bytes()
+    run_init_archive(make_cfg(other, seed=7), show_progress=False)
+    a = read_archive(_round(root_a, 0) / "evaluated.csv").set_index("arch")
+    b = read_archive(_round(other, 0) / "evaluated.csv").set_index("arch")
+    assert set(a.index) != set(b.index)
+    shared = a.index.intersection(b.index)
+    assert len(shared) >= 2  # at least the smallest and the largest network
+    pd.testing.assert_series_equal(a.loc[shared, "top1"], b.loc[shared, "top1"])
+
+
 # ------------------------------------------------------------------- missing inputs
 
 

@@ -20,7 +20,7 @@ STRUCTURE = ("supernet.family", "supernet.width_mult", "supernet.ks_list", "supe
 _DATA = ("seed", "data", "space")
 _ADAPT_TRAIN = ("supernet.train.label_smoothing", "supernet.train.momentum", "supernet.train.weight_decay",
                 "supernet.train.progressive_teacher", "supernet.train.ensemble_weights")
-_INIT_SEARCH = ("search.policy", "search.n_doe", "search.objectives", "search.init", "search.preprocess_factor",
+_INIT_SEARCH = ("search.policy", "search.seed", "search.n_doe", "search.objectives", "search.init", "search.preprocess_factor",
                 "search.sampler", "search.repair", "search.measure_latency", "search.latency_runs")
 _ROUND_SEARCH = _INIT_SEARCH + (
     "search.candidates", "search.update", "search.predictor", "search.features", "search.pop_size",

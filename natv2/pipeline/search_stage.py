@@ -115,6 +115,13 @@ def search_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
         raise UserError(f"search: {exc}") from None
 
 
+def search_seed(cfg: Mapping[str, Any]) -> int:
+    """``search.seed``, or the top-level ``seed`` when it is null. The data split always follows
+    the top-level seed, so searches with different ``search.seed`` share super-network and data."""
+    seed = cfg["search"].get("seed")
+    return int(cfg["seed"] if seed is None else seed)
+
+
 def _round_seed(seed: int, k: int, salt: int = 0) -> int:
     """A 31-bit seed derived from (seed, round, salt), as ``natv2.search.policies`` derives its."""
     state = np.random.SeedSequence([int(seed), int(k), int(salt)]).generate_state(1)[0]
@@ -184,7 +191,7 @@ class _Stage:
         self.space = space_from_config(cfg)
         self.settings = search_settings(cfg)
         self.names: list[str] = list(self.settings["objectives"])
-        self.seed = int(cfg["seed"])
+        self.seed = search_seed(cfg)
         self.steps: dict[str, float] = {}
         self.hits = 0
         self.net: torch.nn.Module | None = None
@@ -447,7 +454,7 @@ def _train_settings(cfg: Mapping[str, Any]) -> TrainSettings:
                          label_smoothing=float(t["label_smoothing"]),
                          momentum=float(t["momentum"]), weight_decay=float(t["weight_decay"]),
                          progressive_teacher=bool(t["progressive_teacher"]),
-                         ensemble_weights=tuple(t["ensemble_weights"]), seed=int(cfg["seed"]))
+                         ensemble_weights=tuple(t["ensemble_weights"]), seed=search_seed(cfg))
 
 
 def _adapted_path(st: _Stage, archive_df: pd.DataFrame, k: int) -> Path:
@@ -673,6 +680,7 @@ __all__ = [
     "round_dir",
     "run_init_archive",
     "run_search_round",
+    "search_seed",
     "search_settings",
     "shard_path",
     "supernet_path",

@@ -1,0 +1,119 @@
+"""What every benchmark script shares: the machine line, the command line, markdown blocks.
+
+Each script writes its results into ``docs/BENCHMARKS.md`` as a block between
+``<!-- name:start -->`` and ``<!-- name:end -->``; a rerun replaces that block and nothing else,
+so no number in the file is typed by hand.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shlex
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# environment variables that change timings; shown in the printed command when set
+ENV_PREFIXES = ("MALLOC_", "OMP_", "KMP_", "MKL_", "LD_PRELOAD", "DNNL_", "ONEDNN_")
+
+
+def cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def load_average() -> str:
+    try:
+        return "/".join(f"{v:.1f}" for v in os.getloadavg())
+    except OSError:  # pragma: no cover - not on every platform
+        return "n/a"
+
+
+def machine_line(threads: int | None = None) -> str:
+    import torch
+
+    thr = f"{threads} intra-op thread(s), " if threads is not None else ""
+    return (f"{cpu_model()}, {os.cpu_count()} logical cores, torch {torch.__version__}, "
+            f"{thr}Python {platform.python_version()}")
+
+
+def header() -> str:
+    """The top of a new ``docs/BENCHMARKS.md``: title, machine, how the file is made."""
+    import torch
+
+    return "\n".join([
+        "# Benchmarks",
+        "",
+        f"Machine: {cpu_model()} (`lscpu` model name), {os.cpu_count()} cores, no GPU, torch "
+        f"{torch.__version__}, Python {platform.python_version()}. Each block states its "
+        "command, when it ran, how long it took and the load average around it.",
+        "",
+        "`make bench` reruns every block (pipeline cost, search quality, predictors, scaling, "
+        "super-network speed); each block is rewritten by the command shown in it, between its "
+        "`<!-- ...:start/end -->` markers, so nothing here is typed by hand.",
+        "",
+    ])
+
+
+def command_line(script: str, argv: Sequence[str]) -> str:
+    """``python <script> <argv>`` with the timing-relevant environment variables in front."""
+    env = [f"{k}={os.environ[k]}" for k in sorted(os.environ) if k.startswith(ENV_PREFIXES)]
+    return shlex.join([*env, "python", script, *argv])
+
+
+def markers(name: str) -> tuple[str, str]:
+    """Start and end markers of the markdown block ``name``."""
+    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+
+
+def write_block(path: Path, block: str, name: str, section: str, after: str | None = None,
+                header: str = "# Benchmarks\n") -> None:
+    """Replace block ``name`` in ``path``. A new block goes right after block ``after`` when that
+    block exists, else at the end under the heading ``section`` (added if missing); a new file
+    starts with ``header``. Written to a temporary file, then renamed."""
+    path = Path(path)
+    start, end = markers(name)
+    text = path.read_text() if path.exists() else header
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _m: block, text, count=1)
+    elif after is not None and markers(after)[1] in text:
+        anchor = markers(after)[1]
+        text = text.replace(anchor, f"{anchor}\n\n{block}", 1)
+    elif section in text.splitlines():
+        lines = text.splitlines()
+        i = lines.index(section) + 1
+        while i < len(lines) and not lines[i].startswith("## "):
+            i += 1
+        text = "\n".join([*lines[:i], "", block, "", *lines[i:]]).rstrip("\n") + "\n"
+        text = re.sub(r"\n{3,}", "\n\n", text)
+    else:
+        text = text.rstrip("\n") + f"\n\n{section}\n\n{block}\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def import_sibling(name: str):
+    """Import ``benchmarks/<name>.py`` (the scripts are not a package)."""
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    return __import__(name)

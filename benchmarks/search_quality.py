@@ -1,0 +1,405 @@
+"""Search quality: NATv2 against NAT and random search on one super-network, at the same number of
+real evaluations, several search seeds each; and NATv2 with each of its archive policies
+switched off one at a time (ablation).
+
+Every run starts from the same trained super-network (``--supernet``: a ``results/supernet``
+directory, e.g. the one ``benchmarks/pipeline_cost.py`` trains) and the same data split (the
+config's top-level ``seed``); only ``search.seed`` changes between seeds. Each run is the
+pipeline's own stages, ``init-archive`` then ``search-round`` 1..R, in a results directory of its
+own under ``--work`` (a finished round is not rerun, so an interrupted benchmark resumes).
+
+Equal budget. A run's budget is the number of architectures it evaluates for the first time: the
+initial archive (NATv2 evaluates ``preprocess_factor x n_doe`` there, NAT and random ``n_doe``)
+plus ``candidates`` per round. NATv2 keeps the config's ``candidates``; every other variant gets
+``candidates + (its initial deficit) / R`` per round, so all variants spend the same budget over
+the same number of rounds (and the same number of super-network adaptations). Re-evaluations of
+the archive after each adaptation are counted separately (NAT's growing archive costs more of
+them; it shows in wall time).
+
+Hypervolume: top-1 error against params, normalised with one ideal/nadir for all runs: the
+minimum/maximum over every run's round-0 evaluations (all made by the same, not yet adapted,
+super-network); reference point 1.01 x the normalised nadir. A run's hypervolume after round k is
+that of its archive then (accuracies as re-evaluated by its adapted super-network).
+
+    python benchmarks/search_quality.py --supernet benchmarks/work/pipeline/project/results/supernet \\
+        --work benchmarks/work/search --markdown docs/BENCHMARKS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shutil
+import statistics
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
+
+from natv2.config import load_config  # noqa: E402
+from natv2.errors import UserError  # noqa: E402
+from natv2.pipeline.search_stage import (  # noqa: E402
+    round_dir,
+    run_init_archive,
+    run_search_round,
+)
+from natv2.search import archive_hypervolume, objectives, read_archive  # noqa: E402
+
+SCRIPT = "benchmarks/search_quality.py"
+BLOCK = "search_quality"
+SECTION = "## Search quality: NATv2 vs NAT vs random"
+OBJECTIVES = ["top1", "params"]
+
+#: variant name -> search settings over the config's; "main" variants first, then ablations
+VARIANTS: dict[str, dict[str, Any]] = {
+    "natv2": {"policy": "natv2"},
+    "nat": {"policy": "nat"},
+    "random": {"policy": "random"},
+    "natv2 without balanced init": {"policy": "natv2", "sampler": "uniform", "repair": "push"},
+    "natv2 without pre-processing": {"policy": "natv2", "preprocess_factor": 1},
+    "natv2 without bounded update": {"policy": "natv2", "update": "grow"},
+}
+MAIN = ("natv2", "nat", "random")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default="config/config.yaml", help="base config (default: the "
+                   "embedded default)")
+    p.add_argument("--supernet", type=Path, required=True,
+                   help="directory holding the trained supernet.pt (and supernet.json)")
+    p.add_argument("--work", type=Path, default=Path("benchmarks/work/search"),
+                   help="where the runs' results directories go")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="search seeds")
+    p.add_argument("--rounds", type=int, default=4, help="search rounds per run (default 4)")
+    p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    p.add_argument("--markdown", type=Path, default=None,
+                   help="write/replace this benchmark's block in that markdown file")
+    p.add_argument("--plot", type=Path, default=Path("docs/benchmarks/search_quality.png"),
+                   help="the hypervolume plot (PNG), linked from the markdown block")
+    return p.parse_args(argv)
+
+
+def slug(variant: str) -> str:
+    return variant.replace(" ", "_").replace("-", "_")
+
+
+# ---------------------------------------------------------------------------- budget
+
+
+def initial_evaluations(cfg: Mapping[str, Any], search: Mapping[str, Any]) -> int:
+    """Architectures a variant's init-archive evaluates."""
+    n_doe = int(cfg["search"]["n_doe"])
+    if search.get("policy") != "natv2":
+        return n_doe
+    factor = search.get("preprocess_factor", cfg["search"]["preprocess_factor"])
+    return max(int(factor or 10) * n_doe, n_doe)
+
+
+def budgeted_variants(cfg: Mapping[str, Any], names: Sequence[str], rounds: int
+                      ) -> tuple[int, dict[str, dict[str, Any]]]:
+    """(budget, variant -> search overrides with the candidates per round of an equal budget)."""
+    base_cand = int(cfg["search"]["candidates"] or 25)
+    budget = initial_evaluations(cfg, VARIANTS["natv2"]) + rounds * base_cand
+    out = {}
+    for name in names:
+        search = dict(VARIANTS[name])
+        deficit = budget - initial_evaluations(cfg, search) - rounds * base_cand
+        if deficit % rounds:
+            raise UserError(f"--rounds {rounds}: variant {name!r} would need {deficit}/{rounds} "
+                            f"extra candidates per round for an equal budget of {budget}; choose "
+                            f"rounds dividing {deficit}")
+        search["candidates"] = base_cand + deficit // rounds
+        out[name] = search
+    return budget, out
+
+
+# ------------------------------------------------------------------------------ runs
+
+
+def run_config(base: str, results: Path, seed: int, rounds: int, search: Mapping[str, Any]):
+    return load_config(base, overrides={"results_dir": str(results),
+                                        "search": {**search, "seed": int(seed),
+                                                   "rounds": int(rounds)}})
+
+
+def install_supernet(source: Path, results: Path) -> None:
+    dest = results / "supernet"
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("supernet.pt", "supernet.json"):
+        if (source / name).is_file() and not (dest / name).is_file():
+            shutil.copyfile(source / name, dest / name)
+    if not (dest / "supernet.pt").is_file():
+        raise UserError(f"--supernet {source}: no supernet.pt there; run the pipeline's "
+                        f"supernet stage (or benchmarks/pipeline_cost.py) first")
+
+
+def run_one(cfg, rounds: int) -> list[dict[str, Any]]:
+    """init-archive and rounds 1..R (each skipped when its stats.json exists); their stats."""
+    stats = []
+    for k in range(rounds + 1):
+        path = round_dir(cfg, k) / "stats.json"
+        if not path.is_file():
+            if k == 0:
+                run_init_archive(cfg, show_progress=False)
+            else:
+                run_search_round(cfg, k, show_progress=False)
+        stats.append(json.loads(path.read_text()))
+    return stats
+
+
+# -------------------------------------------------------------------------- analysis
+
+
+def fixed_reference(results_dirs: Sequence[Path]) -> dict[str, list[float]]:
+    """Ideal/nadir over every run's round-0 evaluations, reference = 1.01 x normalised nadir."""
+    frames = [read_archive(r / "search" / "round_00" / "evaluated.csv") for r in results_dirs]
+    F = objectives(pd.concat(frames, ignore_index=True), OBJECTIVES)
+    ideal, nadir = F.min(axis=0), F.max(axis=0)
+    span = np.where(nadir > ideal, nadir - ideal, 1.0)
+    return {"ideal": ideal.tolist(), "nadir": nadir.tolist(),
+            "reference_point": (ideal + 1.01 * span).tolist()}
+
+
+def run_curve(results: Path, stats: list[dict[str, Any]], ref: Mapping[str, Any]
+              ) -> dict[str, Any]:
+    """Per round: new evaluations so far, evaluator calls so far, hypervolume of the archive."""
+    new, calls, hv = [], [], []
+    n_new = n_calls = 0
+    for k, st in enumerate(stats):
+        n_new += int(st["n_evaluated"] if k == 0 else st["n_candidates"])
+        n_calls += int(st["n_evaluated"])
+        archive = read_archive(results / "search" / f"round_{k:02d}" / "archive.csv")
+        new.append(n_new)
+        calls.append(n_calls)
+        hv.append(archive_hypervolume(archive, OBJECTIVES, ref))
+    return {"new": new, "calls": calls, "hv": hv}
+
+
+def best_under(archive: pd.DataFrame, budget: int) -> float:
+    ok = archive[archive["params"] <= budget]
+    return float(ok["top1"].max()) if len(ok) else float("nan")
+
+
+def mean_sd(values: Sequence[float], digits: int = 4) -> str:
+    vals = [v for v in values if v == v]
+    if not vals:
+        return "-"
+    if len(vals) == 1:
+        return f"{vals[0]:.{digits}f}"
+    return f"{statistics.fmean(vals):.{digits}f} ± {statistics.stdev(vals):.{digits}f}"
+
+
+def summarise(runs: list[dict[str, Any]], budgets: Sequence[int]) -> list[dict[str, Any]]:
+    rows = []
+    for variant in dict.fromkeys(r["variant"] for r in runs):
+        rs = [r for r in runs if r["variant"] == variant]
+        final = [r["curve"]["hv"][-1] for r in rs]
+        taus = [t for r in rs for t in r["kendall"]]
+        rows.append({
+            "variant": variant,
+            "seeds": [r["seed"] for r in rs],
+            "candidates": rs[0]["candidates"],
+            "init": rs[0]["curve"]["new"][0],
+            "new": rs[0]["curve"]["new"][-1],
+            "calls": statistics.fmean(r["curve"]["calls"][-1] for r in rs),
+            "hv": final,
+            "hv0": [r["curve"]["hv"][0] for r in rs],
+            "best": {b: [best_under(r["final"], b) for r in rs] for b in budgets},
+            "seconds": [r["seconds"] for r in rs],
+            "kendall": taus,
+        })
+    return rows
+
+
+def verdicts(rows: list[dict[str, Any]]) -> list[str]:
+    """What the table says about natv2 against each other variant, computed."""
+    by = {r["variant"]: r for r in rows}
+    if "natv2" not in by:
+        return []
+    ours = by["natv2"]["hv"]
+    lines = []
+    for name, row in by.items():
+        if name == "natv2":
+            continue
+        other = row["hv"]
+        diff = statistics.fmean(ours) - statistics.fmean(other)
+        wins = sum(a > b for a in ours for b in other)
+        overlap = min(ours) <= max(other) and min(other) <= max(ours)
+        lines.append(
+            f"natv2 vs {name}: mean final hypervolume {statistics.fmean(ours):.4f} vs "
+            f"{statistics.fmean(other):.4f} (difference {diff:+.4f}); natv2 higher in {wins} of "
+            f"{len(ours) * len(other)} run pairs; seed ranges "
+            f"{'overlap' if overlap else 'do not overlap'}")
+    return lines
+
+
+def table(rows: list[dict[str, Any]], budgets: Sequence[int]) -> str:
+    head = ["variant", "seeds", "init evals", "candidates/round", "new archs evaluated",
+            "evaluator calls (mean)", "hypervolume round 0", "final hypervolume",
+            *[f"best top-1 ≤ {b / 1e6:g}M params (%)" for b in budgets],
+            "predictor Kendall τ (rounds, mean)", "wall time (s)"]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        out.append("| " + " | ".join([
+            r["variant"], str(len(r["seeds"])), str(r["init"]), str(r["candidates"]),
+            str(r["new"]), f"{r['calls']:.0f}", mean_sd(r["hv0"]), mean_sd(r["hv"]),
+            *[mean_sd(r["best"][b], 2) for b in budgets],
+            mean_sd(r["kendall"], 3) if r["kendall"] else "-",
+            mean_sd(r["seconds"], 0),
+        ]) + " |")
+    return "\n".join(out)
+
+
+def per_run_table(runs: list[dict[str, Any]]) -> str:
+    out = ["| variant | search seed | hypervolume after each round | wall time (s) |",
+           "|---|---|---|---|"]
+    for r in runs:
+        out.append(f"| {r['variant']} | {r['seed']} | "
+                   f"{' → '.join(f'{v:.4f}' for v in r['curve']['hv'])} | {r['seconds']:.0f} |")
+    return "\n".join(out)
+
+
+def plot(runs: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    variants = list(dict.fromkeys(r["variant"] for r in runs))
+    panels = [("NATv2 vs NAT vs random", [v for v in variants if v in MAIN]),
+              ("NATv2 ablations", [v for v in variants if v == "natv2" or v not in MAIN])]
+    panels = [(t, vs) for t, vs in panels if vs]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.2), squeeze=False)
+    for ax, (title, vs) in zip(axes[0], panels, strict=True):
+        for v in vs:
+            rs = [r for r in runs if r["variant"] == v]
+            x = rs[0]["curve"]["new"]
+            hv = np.array([r["curve"]["hv"] for r in rs])
+            line, = ax.plot(x, hv.mean(axis=0), marker="o", ms=3, label=f"{v} ({len(rs)} seeds)")
+            ax.fill_between(x, hv.min(axis=0), hv.max(axis=0), color=line.get_color(), alpha=0.15)
+        ax.set_xlabel("architectures evaluated (initial archive + candidates)")
+        ax.set_ylabel("hypervolume (top-1 error, params)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def markdown_block(command: str, args: argparse.Namespace, cfg, budget: int,
+                   rows: list[dict[str, Any]], runs: list[dict[str, Any]],
+                   ref: Mapping[str, Any], seconds: float, load: str, plot_link: str) -> str:
+    start, end = _common.markers(BLOCK)
+    date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    s = cfg["search"]
+    budgets = list(cfg["report"]["param_budgets"])
+    return "\n".join([
+        start,
+        "```",
+        command,
+        "```",
+        "",
+        f"Run {date} on {_common.machine_line(int(cfg['threads']))}; {seconds:.0f} s for the runs "
+        f"not already on disk; load average {load}. Config `{args.config}` (n_doe {s['n_doe']}, "
+        f"NATv2 pre-processing x{s['preprocess_factor']}, {args.rounds} rounds, adaptation "
+        f"{s['adaptation']['epochs']} epoch(s) per round, evolution {s['pop_size']} x "
+        f"{s['n_gen']}), one trained super-network for every run, search seeds "
+        f"{', '.join(map(str, args.seeds))}. Equal budget: {budget} architectures evaluated per "
+        f"run (initial archive + candidates). Hypervolume reference (raw units, fixed for all "
+        f"runs): ideal top-1 error {ref['ideal'][0]:.2f}% / {ref['ideal'][1]:,.0f} params, "
+        f"nadir {ref['nadir'][0]:.2f}% / {ref['nadir'][1]:,.0f} params. Values are mean ± "
+        f"standard deviation over seeds; evaluator calls include the re-evaluations after each "
+        f"adaptation.",
+        "",
+        table(rows, budgets),
+        "",
+        f"![hypervolume against architectures evaluated]({plot_link})",
+        "",
+        "Hypervolume (mean line, min-max band over seeds) against architectures evaluated.",
+        "",
+        *[f"    {line}" for line in verdicts(rows)],
+        "",
+        "<details><summary>Every run</summary>",
+        "",
+        per_run_table(runs),
+        "",
+        "</details>",
+        end,
+    ])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    command = _common.command_line(SCRIPT, argv)
+    try:
+        base = load_config(args.config)
+        budget, variants = budgeted_variants(base, args.variants, args.rounds)
+    except UserError as exc:
+        print(f"search_quality: {exc}", file=sys.stderr)
+        return 2
+    print(f"$ {command}\nbudget {budget} architectures per run; variants: "
+          + ", ".join(f"{n} ({v['candidates']}/round)" for n, v in variants.items()), flush=True)
+    load_start = _common.load_average()
+    t0 = time.perf_counter()
+    done = []
+    for name, search in variants.items():
+        for seed in args.seeds:
+            results = (args.work / slug(name) / f"seed_{seed}").resolve()
+            cfg = run_config(args.config, results, seed, args.rounds, search)
+            try:
+                install_supernet(args.supernet.resolve(), results)
+            except UserError as exc:
+                print(f"search_quality: {exc}", file=sys.stderr)
+                return 2
+            t_run = time.perf_counter()
+            stats = run_one(cfg, args.rounds)
+            done.append({"variant": name, "seed": seed, "results": results, "stats": stats,
+                         "candidates": search["candidates"]})
+            print(f"{name} seed {seed}: {sum(st['seconds'] for st in stats):.0f} s of stages "
+                  f"({time.perf_counter() - t_run:.0f} s now)", flush=True)
+    seconds = time.perf_counter() - t0
+    ref = fixed_reference([d["results"] for d in done])
+    runs = []
+    for d in done:
+        curve = run_curve(d["results"], d["stats"], ref)
+        final = read_archive(d["results"] / "search" / f"round_{args.rounds:02d}" / "archive.csv")
+        kendall = [st["predictor"]["kendall"] for st in d["stats"][1:] if st.get("predictor")]
+        runs.append({**d, "curve": curve, "final": final, "kendall": kendall,
+                     "seconds": float(sum(st["seconds"] for st in d["stats"]))})
+    rows = summarise(runs, list(base["report"]["param_budgets"]))
+    print(table(rows, list(base["report"]["param_budgets"])))
+    print("\n".join(verdicts(rows)))
+    summary = {"budget": budget, "reference": ref, "runs": [
+        {"variant": r["variant"], "seed": r["seed"], "results": str(r["results"]),
+         "curve": r["curve"], "seconds": r["seconds"], "kendall": r["kendall"]} for r in runs]}
+    args.work.mkdir(parents=True, exist_ok=True)
+    (args.work / "summary.json").write_text(json.dumps(summary, indent=1))
+    if args.markdown is not None:
+        plot(runs, args.plot)
+        try:
+            link = str(args.plot.resolve().relative_to(args.markdown.resolve().parent))
+        except ValueError:
+            link = str(args.plot.resolve())
+        load = f"{load_start} at start, {_common.load_average()} at end"
+        block = markdown_block(command, args, base, budget, rows, runs, ref, seconds, load, link)
+        _common.write_block(args.markdown, block, BLOCK, SECTION, header=_common.header())
+        print(f"wrote {args.markdown} and {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
