@@ -28,8 +28,19 @@ lint: $(BIN)/natv2
 	$(BIN)/ruff check .
 	$(BIN)/snakemake --lint
 
+# `make bench` (not in CI, about an hour on 2 cores): regenerates docs/BENCHMARKS.md from scratch;
+# each script rewrites only its own block, so one can also be rerun alone (commands in the file).
+BENCH_WORK ?= benchmarks/work
+BENCH_MD ?= docs/BENCHMARKS.md
+BENCH_SUPERNET = $(BENCH_WORK)/pipeline/project/results/supernet
 bench: $(BIN)/natv2
-	$(BIN)/python benchmarks/supernet_speed.py --threads 2 --markdown docs/BENCHMARKS.md
+	rm -rf $(BENCH_WORK) $(BENCH_MD)
+	$(BIN)/python benchmarks/pipeline_cost.py --work $(BENCH_WORK)/pipeline --markdown $(BENCH_MD)
+	$(BIN)/python benchmarks/search_quality.py --supernet $(BENCH_SUPERNET) --work $(BENCH_WORK)/search --markdown $(BENCH_MD)
+	$(BIN)/python benchmarks/predictors.py --work $(BENCH_WORK)/search --markdown $(BENCH_MD)
+	$(BIN)/python benchmarks/scaling.py --supernet $(BENCH_SUPERNET) --work $(BENCH_WORK)/scaling --markdown $(BENCH_MD)
+	$(BIN)/python benchmarks/supernet_speed.py --threads 2 --resolutions 32 64 128 224 --markdown $(BENCH_MD)
+	MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=4294967296 $(BIN)/python benchmarks/supernet_speed.py --threads 2 --resolutions 224 --markdown $(BENCH_MD) --block supernet_speed_malloc
 
 clean-results:
 	rm -rf results logs .snakemake

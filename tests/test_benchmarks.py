@@ -2,6 +2,7 @@
 not the speed)."""
 
 import importlib.util
+import json
 import re
 from pathlib import Path
 
@@ -47,3 +48,110 @@ def test_supernet_speed_quick(tmp_path, capsys):
     text = md.read_text()
     assert text.index(bench.MARK_END) < text.index(start) and "alt1" not in text
     assert text.count(start) == 1 and "alt2" in text
+
+
+# ------------------------------------------------------------------ search benchmarks
+
+
+@pytest.fixture(scope="module")
+def random_supernet(tmp_path_factory) -> Path:
+    """An untrained EE_B super-network (the embedded default's family): plumbing only."""
+    import torch
+
+    from natv2.supernet import build_supernet, save_checkpoint
+
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("supernet")
+    save_checkpoint(build_supernet("EE_B", n_classes=10), d / "supernet.pt")
+    return d
+
+
+@pytest.fixture(scope="module")
+def search_runs(random_supernet, tmp_path_factory):
+    bench = load_script("search_quality")
+    root = tmp_path_factory.mktemp("sq")
+    md = root / "BENCHMARKS.md"
+    argv = ["--config", "config/test.yaml", "--supernet", str(random_supernet), "--work",
+            str(root / "work"), "--seeds", "0", "1", "--rounds", "2", "--variants", "natv2", "nat",
+            "natv2 without pre-processing", "--markdown", str(md), "--plot",
+            str(root / "plot.png")]
+    assert bench.main(argv) == 0
+    return bench, root, md
+
+
+def test_search_quality_equal_budget_and_block(search_runs):
+    bench, root, md = search_runs
+    summary = json.loads((root / "work" / "summary.json").read_text())
+    # test.yaml: n_doe 6, pre-processing x2, 2 candidates/round, 2 rounds -> 12 + 2 x 2 = 16;
+    # nat and natv2 without pre-processing start from 6 and get 2 + 6/2 = 5 per round
+    assert summary["budget"] == 16
+    for run in summary["runs"]:
+        assert run["curve"]["new"][-1] == 16, run
+        assert len(run["curve"]["hv"]) == 3 and all(v > 0 for v in run["curve"]["hv"])
+    nat = [r for r in summary["runs"] if r["variant"] == "nat"]
+    assert [r["curve"]["new"] for r in nat] == [[6, 11, 16]] * 2
+    # the seeds differ in their search, not in the data: different initial archives
+    a, b = (root / "work" / "nat" / f"seed_{s}" / "search" / "round_00" / "archive.csv"
+            for s in (0, 1))
+    assert a.read_text() != b.read_text()
+    text = md.read_text()
+    assert text.count(bench._common.markers("search_quality")[0]) == 1
+    assert re.search(r"^\| natv2 \| 2 \| 12 \| 2 \| 16 \|", text, re.M), text
+    assert re.search(r"^    natv2 vs nat: mean final hypervolume \d\.\d{4} vs \d\.\d{4}", text, re.M)
+    assert (root / "plot.png").stat().st_size > 10_000
+
+
+def test_search_quality_rejects_an_unequal_budget(random_supernet, tmp_path, capsys):
+    bench = load_script("search_quality")
+    argv = ["--config", "config/test.yaml", "--supernet", str(random_supernet), "--work",
+            str(tmp_path), "--rounds", "4"]
+    assert bench.main(argv) == 2
+    assert "choose rounds dividing 6" in capsys.readouterr().err
+
+
+def test_predictors_on_the_search_runs(search_runs, capsys):
+    _, root, md = search_runs
+    bench = load_script("predictors")
+    argv = ["--config", "config/test.yaml", "--work", str(root / "work"), "--train-sizes", "6",
+            "--repeats", "2", "--threads", "1", "--markdown", str(md)]
+    assert bench.main(argv) == 0
+    text = md.read_text()
+    start = text.index(bench._common.markers("predictors")[0])
+    assert start > text.index(bench._common.markers("search_quality")[1])
+    for label, _, _ in bench.PREDICTORS:
+        assert re.search(rf"^\| {re.escape(label)} \| -?\d\.\d{{3}} ± \d\.\d{{3}} \|", text, re.M)
+    assert re.search(r"^    n=6: by mean Kendall tau ", text, re.M)
+
+
+def test_scaling_block(random_supernet, tmp_path):
+    bench = load_script("scaling")
+    md = tmp_path / "B.md"
+    argv = ["--config", "config/test.yaml", "--supernet", str(random_supernet), "--work",
+            str(tmp_path / "work"), "--sizes", "4:1", "6:2", "--markdown", str(md)]
+    assert bench.main(argv) == 0
+    text = md.read_text()
+    assert re.search(r"^\| 4 \| 1 \| 8 \| ", text, re.M) and re.search(r"^\| 6 \| 2 \| 12 \| ",
+                                                                        text, re.M)
+    assert re.search(r"^    init time ~ n_doe\^-?\d\.\d\d$", text, re.M)
+
+
+def test_pipeline_cost_parts(random_supernet, tmp_path):
+    bench = load_script("pipeline_cost")
+    project = tmp_path / "project"
+    (project / "config").mkdir(parents=True)
+    (project / "config" / "test.yaml").write_text((ROOT / "config" / "test.yaml").read_text())
+    (project / "results" / "supernet").mkdir(parents=True)
+    (project / "results" / "supernet" / "supernet.pt").write_bytes(
+        (random_supernet / "supernet.pt").read_bytes())
+    split = bench.evaluation_split(project, "config/test.yaml", n_archs=3, repeats=1)
+    assert len(split["per_arch"]) == 3 and split["n_calib"] == 32
+    md, overhead = bench.split_table(split)
+    assert md.splitlines()[-1].startswith("| all | 3 |") and overhead > -1.0
+    logs = project / "logs" / "benchmarks"
+    logs.mkdir(parents=True)
+    head = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    for name, s in (("report", 1.5), ("supernet", 10.0), ("search_round_01", 3.0)):
+        (logs / f"{name}.tsv").write_text(head + f"{s}\t0:00:01\t800.5\t1\t1\t1\t0\t0\t50\t{s}\n")
+    table = bench.stage_table(project)
+    assert list(table["stage"]) == ["supernet", "search_round_01", "report"]
+    assert table["max_rss"].tolist() == [800.5] * 3

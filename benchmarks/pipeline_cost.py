@@ -1,0 +1,285 @@
+"""Pipeline cost of a config (default: the embedded default): the whole Snakemake pipeline in a
+fresh copy of the project, wall time and peak memory per stage, the no-op rerun time of
+``snakemake`` and of ``dvc repro``, and where the time of one architecture evaluation goes.
+
+1. Copies the project's workflow files (``Snakefile``, ``workflow/``, ``config/``) to
+   ``--work/project`` (a new, empty copy unless ``--reuse``) and runs
+   ``snakemake --cores all --configfile CONFIG`` there; per stage, wall time (``s``) and peak RSS
+   (``max_rss``) come from Snakemake's ``benchmark:`` files (``logs/benchmarks/*.tsv``).
+2. Reruns ``snakemake`` (must print "Nothing to be done") and times it.
+3. Makes the copy a git + DVC repository, writes ``dvc.yaml`` (``natv2 dvc-yaml``), records the
+   Snakemake outputs with ``dvc commit -f`` (nothing is recomputed) and times ``dvc repro``, which
+   must find every stage up to date.
+4. Evaluation split: for ``--archs`` architectures sampled uniformly from the space, times each
+   step of :class:`natv2.measure.Evaluator` (extract, BN recalibration, validation, counting
+   params and MACs) and the whole call, against a bare forward pass of the same extracted
+   sub-network (eval mode, ``no_grad``) over the same batches the evaluation forwards
+   (calibration + validation). Overhead = (evaluation - bare forwards) / bare forwards; the target
+   is at most 25%.
+
+The trained super-network stays in ``--work/project/results/supernet`` for
+``benchmarks/search_quality.py`` and ``benchmarks/scaling.py``.
+
+    python benchmarks/pipeline_cost.py --work benchmarks/work/pipeline --markdown docs/BENCHMARKS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
+
+SCRIPT = "benchmarks/pipeline_cost.py"
+BLOCK = "pipeline_cost"
+SECTION = "## Pipeline cost"
+PROJECT_FILES = ("Snakefile", "workflow", "config")
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+       "PYTHONUNBUFFERED": "1"}
+OVERHEAD_TARGET = 0.25
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default="config/config.yaml")
+    p.add_argument("--work", type=Path, default=Path("benchmarks/work/pipeline"))
+    p.add_argument("--reuse", action="store_true",
+                   help="keep an existing project copy and its results (times only what reruns)")
+    p.add_argument("--archs", type=int, default=24, help="architectures for the evaluation split")
+    p.add_argument("--repeats", type=int, default=3, help="timings per architecture (median)")
+    p.add_argument("--markdown", type=Path, default=None)
+    return p.parse_args(argv)
+
+
+# ---------------------------------------------------------------------------- project
+
+
+def project_copy(dest: Path, reuse: bool) -> Path:
+    if dest.exists() and not reuse:
+        shutil.rmtree(dest)
+    if dest.exists():
+        return dest
+    dest.mkdir(parents=True)
+    for name in PROJECT_FILES:
+        src = _common.ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, symlinks=True)
+        else:
+            shutil.copy2(src, dest / name)
+    link = dest / "workflow/schemas/config.schema.yaml"  # a link into the package: a plain copy
+    link.unlink()
+    shutil.copy2(_common.ROOT / "natv2/schemas/config.schema.yaml", link)
+    return dest
+
+
+def run(args: Sequence[str], cwd: Path) -> tuple[subprocess.CompletedProcess, float]:
+    t0 = time.perf_counter()
+    res = subprocess.run(list(args), cwd=cwd, env=ENV, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if res.returncode != 0:
+        raise SystemExit(f"pipeline_cost: {' '.join(args)} failed ({res.returncode}):\n"
+                         f"{res.stdout[-2000:]}\n{res.stderr[-2000:]}")
+    return res, seconds
+
+
+def stage_table(project: Path) -> pd.DataFrame:
+    """One row per Snakemake benchmark file: stage, wall s, peak RSS MB, CPU s."""
+    rows = []
+    for f in sorted((project / "logs" / "benchmarks").glob("*.tsv"), key=_stage_order):
+        t = pd.read_csv(f, sep="\t")
+        rows.append({"stage": f.stem, "s": float(t["s"].iloc[0]),
+                     "max_rss": float(t["max_rss"].iloc[0]),
+                     "cpu_time": float(t["cpu_time"].iloc[0]) if "cpu_time" in t else float("nan")})
+    if not rows:
+        raise SystemExit(f"pipeline_cost: no benchmark files under {project}/logs/benchmarks")
+    return pd.DataFrame(rows)
+
+
+def _stage_order(path: Path) -> tuple[int, str]:
+    order = ("supernet", "init_archive", "search", "finetune", "report")
+    name = path.stem
+    return next((i for i, o in enumerate(order) if name.startswith(o)), len(order)), name
+
+
+def dvc_noop(project: Path, config: str) -> tuple[float, str]:
+    """Record the Snakemake outputs in DVC and time a ``dvc repro`` that has nothing to do."""
+    if not (project / ".git").exists():
+        run(["git", "init", "-q"], project)
+        run(["git", "config", "user.email", "bench@example.com"], project)
+        run(["git", "config", "user.name", "bench"], project)
+    if not (project / ".dvc").exists():
+        run([str(BIN / "dvc"), "init", "-q"], project)
+        run([str(BIN / "dvc"), "config", "core.analytics", "false"], project)
+    run([str(BIN / "natv2"), "dvc-yaml", "--config", config], project)
+    (project / ".gitignore").write_text("/results/cache/\n/results/supernet/work/\n/logs/\n"
+                                        "/.snakemake/\n")
+    run([str(BIN / "dvc"), "commit", "-f", "-q"], project)
+    res, seconds = run([str(BIN / "dvc"), "repro"], project)
+    out = (res.stdout + res.stderr).strip()
+    if "up to date" not in out and "didn't change" not in out:
+        raise SystemExit(f"pipeline_cost: `dvc repro` after `dvc commit` reran something:\n{out}")
+    return seconds, out.splitlines()[-1] if out else ""
+
+
+# ------------------------------------------------------------------- evaluation split
+
+
+def _timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def time_evaluation(net, ev, arch, device, repeats: int) -> dict[str, float]:
+    """Median seconds of each evaluation step for ``arch``, of the whole ``ev(arch)`` call and
+    of bare forwards of the extracted sub-network over the same calibration + validation
+    batches."""
+    import torch
+
+    from natv2.measure import count_macs, count_params
+    from natv2.measure.accuracy import top1
+    from natv2.measure.bn import recalibrate_bn
+
+    r = int(arch.resolution)
+    calib, val = ev.calibration(r), ev.validation(r)
+
+    def bare(sub):
+        with torch.no_grad():
+            for x in calib:
+                sub(x)
+            for x, _y in val:
+                sub(x)
+
+    samples: dict[str, list[float]] = {k: [] for k in
+                                       ("extract", "recal", "validate", "count", "call", "bare")}
+    for _ in range(repeats):
+        t, sub = _timed(lambda: net.extract(arch).to(device, memory_format=torch.channels_last))
+        samples["extract"].append(t)
+        samples["recal"].append(_timed(lambda sub=sub: recalibrate_bn(sub, calib, device))[0])
+        samples["validate"].append(_timed(lambda sub=sub: top1(sub, val, device))[0])
+        samples["count"].append(_timed(
+            lambda sub=sub: (count_params(sub), count_macs(sub, r)))[0])
+        samples["bare"].append(_timed(lambda sub=sub: bare(sub))[0])
+        samples["call"].append(_timed(lambda: ev(arch))[0])
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def evaluation_split(project: Path, config: str, n_archs: int, repeats: int) -> dict:
+
+    from natv2.config import load_config
+    from natv2.data import build_splits
+    from natv2.measure import Evaluator
+    from natv2.pipeline.context import setup_stage, space_from_config
+    from natv2.search import sample_new
+    from natv2.supernet import load_supernet
+
+    cfg = load_config(project / config, overrides={"results_dir": str(project / "results")})
+    device = setup_stage(cfg)
+    space = space_from_config(cfg)
+    net = load_supernet(project / "results" / "supernet" / "supernet.pt").to(device).eval()
+    splits = build_splits(cfg, resolution=space.resolutions[0], augment=False)
+    ev = Evaluator(net, splits, device, space.resolutions, encoder=space, cfg=cfg)
+    archs = sample_new(space, n_archs, 0, "uniform", "push")
+    for r in space.resolutions:  # build the cached batches outside the timings
+        ev.calibration(r)
+        ev.validation(r)
+    ev(archs[0])  # warm-up
+
+    rows = [{"r": int(arch.resolution), **time_evaluation(net, ev, arch, device, repeats)}
+            for arch in archs]
+    df = pd.DataFrame(rows)
+    n_calib = sum(len(b) for b in ev.calibration(space.resolutions[0]))
+    n_val = sum(len(y) for _x, y in ev.validation(space.resolutions[0]))
+    return {"per_arch": df, "n_calib": n_calib, "n_val": n_val, "device": str(device),
+            "threads": int(cfg["threads"])}
+
+
+def split_table(split: dict) -> tuple[str, float]:
+    df = split["per_arch"]
+    groups = [(f"{r} px", g) for r, g in df.groupby("r")] + [("all", df)]
+    head = ["resolution", "archs", "extract (ms)", "BN recalibration (ms)", "validation (ms)",
+            "count params + MACs (ms)", "evaluation call (ms)", "bare forwards (ms)", "overhead"]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    overall = float("nan")
+    for label, g in groups:
+        m = g[["extract", "recal", "validate", "count", "call", "bare"]].mean() * 1000
+        overhead = (m["call"] - m["bare"]) / m["bare"]
+        if label == "all":
+            overall = overhead
+        out.append("| " + " | ".join([
+            label, str(len(g)), f"{m['extract']:.1f}", f"{m['recal']:.1f}",
+            f"{m['validate']:.1f}", f"{m['count']:.1f}", f"{m['call']:.1f}", f"{m['bare']:.1f}",
+            f"{overhead:+.0%}"]) + " |")
+    return "\n".join(out), overall
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    command = _common.command_line(SCRIPT, argv)
+    print(f"$ {command}", flush=True)
+    load_start = _common.load_average()
+    project = project_copy(args.work.resolve() / "project", args.reuse)
+    smk = [str(BIN / "snakemake"), "--cores", "all", "--configfile", args.config]
+    res, total = run(smk, project)
+    elapsed = [ln.strip() for ln in res.stderr.splitlines() if "Elapsed time" in ln]
+    print(f"snakemake: {total:.1f} s", flush=True)
+    res2, noop = run(smk, project)
+    if "Nothing to be done" not in res2.stdout + res2.stderr:
+        raise SystemExit("pipeline_cost: the second snakemake run was not a no-op")
+    dvc_seconds, dvc_line = dvc_noop(project, args.config)
+    print(f"no-op: snakemake {noop:.1f} s, dvc repro {dvc_seconds:.1f} s ({dvc_line})", flush=True)
+    stages = stage_table(project)
+    split = evaluation_split(project, args.config, args.archs, args.repeats)
+    split_md, overhead = split_table(split)
+    stage_md = "\n".join(
+        ["| stage | wall time (s) | CPU time (s) | peak RSS (MB) |", "|---|---|---|---|",
+         *[f"| {r.stage} | {r.s:.1f} | {r.cpu_time:.1f} | {r.max_rss:.0f} |"
+           for r in stages.itertuples()],
+         f"| **sum of stages** | {stages['s'].sum():.1f} | {stages['cpu_time'].sum():.1f} | "
+         f"{stages['max_rss'].max():.0f} (max) |"])
+    verdict = (f"evaluation overhead over its bare forward passes: {overhead:+.1%} (target at most "
+               f"+{OVERHEAD_TARGET:.0%}: {'met' if overhead <= OVERHEAD_TARGET else 'NOT met'})")
+    print(stage_md + "\n\n" + split_md + "\n" + verdict)
+    if args.markdown is not None:
+        start, end = _common.markers(BLOCK)
+        date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        load = f"{load_start} at start, {_common.load_average()} at end"
+        block = "\n".join([
+            start, "```", command, "```", "",
+            f"Run {date} on {_common.machine_line(split['threads'])}; config `{args.config}`, "
+            f"device {split['device']}; load average {load}. Whole pipeline "
+            f"`snakemake --cores all --configfile {args.config}` in a fresh copy of the project: "
+            f"{total:.1f} s wall ({'; '.join(elapsed) or 'no elapsed line'} by Snakemake). Per "
+            f"stage, from Snakemake's `benchmark:` files:",
+            "", stage_md, "",
+            f"No-op reruns: `snakemake` {noop:.1f} s (\"Nothing to be done\"); `dvc repro` "
+            f"{dvc_seconds:.1f} s after `dvc commit -f` recorded the outputs (\"{dvc_line}\").",
+            "",
+            f"One evaluation, split (mean over {len(split['per_arch'])} uniformly sampled "
+            f"architectures of the median of {args.repeats} timings each): the evaluator "
+            f"extracts the sub-network, recalibrates BN on {split['n_calib']} images, validates "
+            f"on {split['n_val']} images and counts params and MACs; \"bare forwards\" forwards "
+            f"the same extracted sub-network over the same {split['n_calib']} + {split['n_val']} "
+            f"images in eval mode.",
+            "", split_md, "", f"    {verdict}", end,
+        ])
+        _common.write_block(args.markdown, block, BLOCK, SECTION, header=_common.header())
+        print(f"wrote {args.markdown}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
