@@ -19,6 +19,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # environment variables that change timings; shown in the printed command when set
 ENV_PREFIXES = ("MALLOC_", "OMP_", "KMP_", "MKL_", "LD_PRELOAD", "DNNL_", "ONEDNN_")
+# the environment as the user started the script: libraries imported later set some of these
+# (e.g. KMP_DUPLICATE_LIB_OK) themselves, and the printed command must be what was typed
+_START_ENV = dict(os.environ)
 
 
 def cpu_model() -> str:
@@ -73,7 +76,7 @@ def header() -> str:
 
 def command_line(script: str, argv: Sequence[str]) -> str:
     """``python <script> <argv>`` with the timing-relevant environment variables in front."""
-    env = [f"{k}={os.environ[k]}" for k in sorted(os.environ) if k.startswith(ENV_PREFIXES)]
+    env = [f"{k}={_START_ENV[k]}" for k in sorted(_START_ENV) if k.startswith(ENV_PREFIXES)]
     return shlex.join([*env, "python", script, *argv])
 
 

@@ -17,6 +17,7 @@ README = (ROOT / "README.md").read_text()
 COVERED = {
     "make run": "tests/test_pipeline_e2e.py (snakemake --cores on the tiny config; make run adds set-up)",
     "make test": "CI runs it (.ci/run)",
+    "make bench": "tests/test_benchmarks.py (every script on the tiny config)",
     "natv2 check-config": "test_check_config_command_in_readme",
     "dvc repro": "tests/test_pipeline_e2e.py::test_dvc_repro_matches_snakemake_and_is_idempotent",
     "dvc remote add": "tests/test_pipeline_e2e.py::test_share_through_a_dvc_remote",
