@@ -98,7 +98,8 @@ def write_block(path: Path, block: str, name: str, section: str, after: str | No
         text = pattern.sub(lambda _m: block, text, count=1)
     elif after is not None and markers(after)[1] in text:
         anchor = markers(after)[1]
-        text = text.replace(anchor, f"{anchor}\n\n{block}", 1)
+        heading = "" if section in text.splitlines() else f"{section}\n\n"
+        text = text.replace(anchor, f"{anchor}\n\n{heading}{block}", 1)
     elif section in text.splitlines():
         lines = text.splitlines()
         i = lines.index(section) + 1

@@ -278,19 +278,25 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
     panels = [("NATv2 vs NAT vs random", [v for v in variants if v in MAIN]),
               ("NATv2 ablations", [v for v in variants if v == "natv2" or v not in MAIN])]
     panels = [(t, vs) for t, vs in panels if vs]
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.2), squeeze=False)
-    for ax, (title, vs) in zip(axes[0], panels, strict=True):
-        for v in vs:
-            rs = [r for r in runs if r["variant"] == v]
-            x = rs[0]["curve"]["new"]
-            hv = np.array([r["curve"]["hv"] for r in rs])
-            line, = ax.plot(x, hv.mean(axis=0), marker="o", ms=3, label=f"{v} ({len(rs)} seeds)")
-            ax.fill_between(x, hv.min(axis=0), hv.max(axis=0), color=line.get_color(), alpha=0.15)
-        ax.set_xlabel("architectures evaluated (initial archive + candidates)")
-        ax.set_ylabel("hypervolume (top-1 error, params)")
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
+    axes_x = (("new", "architectures evaluated (initial archive + candidates)"),
+              ("calls", "evaluator calls (incl. re-evaluations after adaptation)"))
+    fig, axes = plt.subplots(len(axes_x), len(panels), figsize=(6.5 * len(panels), 8.4),
+                             squeeze=False)
+    for row, (key, xlabel) in enumerate(axes_x):
+        for ax, (title, vs) in zip(axes[row], panels, strict=True):
+            for v in vs:
+                rs = [r for r in runs if r["variant"] == v]
+                x = np.mean([r["curve"][key] for r in rs], axis=0)
+                hv = np.array([r["curve"]["hv"] for r in rs])
+                line, = ax.plot(x, hv.mean(axis=0), marker="o", ms=3,
+                                label=f"{v} ({len(rs)} seeds)")
+                ax.fill_between(x, hv.min(axis=0), hv.max(axis=0), color=line.get_color(),
+                                alpha=0.15)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("hypervolume (top-1 error, params)")
+            ax.set_title(title)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
@@ -328,7 +334,8 @@ def markdown_block(command: str, args: argparse.Namespace, cfg, budget: int,
         "",
         f"![hypervolume against architectures evaluated]({plot_link})",
         "",
-        "Hypervolume (mean line, min-max band over seeds) against architectures evaluated.",
+        "Hypervolume (mean line, min-max band over seeds) against architectures evaluated (top) "
+        "and against evaluator calls, re-evaluations included (bottom; mean over seeds).",
         "",
         *[f"    {line}" for line in verdicts(rows)],
         "",

@@ -453,3 +453,19 @@ def test_supernet_checkpoint_round_trip(tmp_path, nets):
         for a, b in zip(net(x, arch, all_exits=True), again(x, arch, all_exits=True),
                         strict=True):
             assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_module_mac_counter_equals_flop_counter(family):
+    """The evaluator's fast MAC count (hooks on Conv2d/Linear) equals FlopCounterMode's on
+    every family, single- and multi-exit, at two resolutions."""
+    from natv2.measure.counting import count_macs_by_modules
+
+    torch.manual_seed(0)
+    net = build_supernet(family, n_classes=10)
+    space = SearchSpace(family=family, resolutions=[16, 24])
+    for arch in [space.smallest(), space.largest(), *space.sample(3, seed=1)]:
+        for all_exits in (False, True):
+            sub = net.extract(arch, all_exits=all_exits)
+            for r in (16, 24):
+                assert count_macs_by_modules(sub, r) == count_macs(sub, r), (family, all_exits, r)

@@ -26,7 +26,13 @@ from torch import nn
 from natv2.space.arch import NW_CONV1X1, NW_MBCONV, NW_TRANSFORM
 
 from .common import active_mid_channels, build_activation
-from .elastic import ElasticBatchNorm2d, ElasticConv2d, ElasticDepthwiseConv2d, ElasticSE
+from .elastic import (
+    ElasticBatchNorm2d,
+    ElasticConv2d,
+    ElasticDepthwiseConv2d,
+    ElasticSE,
+    copy_state,
+)
 from .static import Block, MBConv, conv1x1_branch, sum_tensors, transform_branch
 
 __all__ = ["Block", "ElasticBlock", "ElasticMBConv", "MBConv"]
@@ -113,17 +119,17 @@ class ElasticMBConv(nn.Module):
         mid = active_mid_channels(in_channels, expand_ratio)
         ib, dw, pl = self.inverted_bottleneck, self.depth_conv, self.point_linear
         parts = [
-            (static.inverted_bottleneck.conv, ib["conv"].extract(in_channels, mid)),
-            (static.inverted_bottleneck.bn, ib["bn"].extract(mid)),
-            (static.depth_conv.conv, dw["conv"].extract(mid, kernel_size)),
-            (static.depth_conv.bn, dw["bn"].extract(mid)),
-            (static.point_linear.conv, pl["conv"].extract(mid, self.out_channels)),
-            (static.point_linear.bn, pl["bn"].extract(self.out_channels)),
+            (static.inverted_bottleneck.conv, ib["conv"].active_state(in_channels, mid)),
+            (static.inverted_bottleneck.bn, ib["bn"].active_state(mid)),
+            (static.depth_conv.conv, dw["conv"].active_state(mid, kernel_size)),
+            (static.depth_conv.bn, dw["bn"].active_state(mid)),
+            (static.point_linear.conv, pl["conv"].active_state(mid, self.out_channels)),
+            (static.point_linear.bn, pl["bn"].active_state(self.out_channels)),
         ]
         if self.use_se:
-            parts.append((static.depth_conv.se, dw["se"].extract(mid)))
-        for target, source in parts:
-            target.load_state_dict(source.state_dict(), strict=True)
+            parts.append((static.depth_conv.se, dw["se"].active_state(mid)))
+        for target, state in parts:
+            copy_state(target, state)
 
 
 class ElasticBlock(nn.Module):
@@ -190,7 +196,7 @@ class ElasticBlock(nn.Module):
         for name in ("conv1x1", "transform"):
             target = getattr(block, name)
             if target is not None:
-                target.load_state_dict(getattr(self, name).state_dict(), strict=True)
+                copy_state(target, getattr(self, name).state_dict())
 
     def extract(self, in_channels: int, kernel_size: int, expand_ratio: float,
                 bn: dict[str, float], nw: int | None = None) -> Block:

@@ -17,7 +17,8 @@ kernel transforms are named ``7to5_matrix`` / ``5to3_matrix``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -26,11 +27,34 @@ from torch import nn
 from .common import centre_crop_bounds, se_mid_channels
 from .static import SqueezeExcite
 
+M = TypeVar("M", bound=nn.Module)
+
 
 def _check_width(name: str, active: int, maximum: int) -> None:
     if not 0 < active <= maximum:
         raise ValueError(f"{name}: active width {active} outside 1..{maximum}")
 
+
+
+@torch.no_grad()
+def copy_state(module: M, tensors: Mapping[str, torch.Tensor]) -> M:
+    """Copy ``tensors`` (names as in ``module.state_dict()``) into ``module``'s parameters and
+    buffers in place; the names and every shape must match exactly (``load_state_dict``'s
+    ``strict=True``, without its per-module Python overhead). Extraction copies the active
+    slices of the elastic layers straight into the static network this way, instead of building
+    a module per layer first and loading its state."""
+    own = dict(module.named_parameters())
+    own.update(module.named_buffers())
+    if own.keys() != tensors.keys():
+        raise ValueError(f"{type(module).__name__}: state names {sorted(tensors)} do not match "
+                         f"{sorted(own)}")
+    for name, tensor in tensors.items():
+        target = own[name]
+        if target.shape != tensor.shape:
+            raise ValueError(f"{type(module).__name__}.{name}: shape {tuple(tensor.shape)} does "
+                             f"not match {tuple(target.shape)}")
+        target.copy_(tensor)
+    return module
 
 class ElasticConv2d(nn.Module):
     """Dense (groups=1) convolution with elastic input and output widths (OFA's
@@ -59,16 +83,22 @@ class ElasticConv2d(nn.Module):
         w = self.active_weight(x.size(1), out)
         return F.conv2d(x, w, self.active_bias(out), self.stride, self.kernel_size // 2)
 
+    def active_state(self, in_channels: int, out_channels: int | None = None
+                     ) -> dict[str, torch.Tensor]:
+        """The state (views) of the static ``nn.Conv2d`` this extracts to."""
+        out = self.max_out_channels if out_channels is None else out_channels
+        state = {"weight": self.active_weight(in_channels, out)}
+        if self.conv.bias is not None:
+            state["bias"] = self.active_bias(out)
+        return state
+
     @torch.no_grad()
     def extract(self, in_channels: int, out_channels: int | None = None) -> nn.Conv2d:
         out = self.max_out_channels if out_channels is None else out_channels
         conv = nn.Conv2d(in_channels, out, self.kernel_size, self.stride, self.kernel_size // 2,
                          bias=self.conv.bias is not None)
         conv = conv.to(device=self.conv.weight.device, dtype=self.conv.weight.dtype)
-        conv.weight.copy_(self.active_weight(in_channels, out))
-        if conv.bias is not None:
-            conv.bias.copy_(self.active_bias(out))
-        return conv
+        return copy_state(conv, self.active_state(in_channels, out))
 
 
 class ElasticDepthwiseConv2d(nn.Module):
@@ -125,13 +155,18 @@ class ElasticDepthwiseConv2d(nn.Module):
         w = self.active_weight(channels, k)
         return F.conv2d(x, w, None, self.stride, k // 2, 1, channels)
 
+    def active_state(self, channels: int, kernel_size: int | None = None
+                     ) -> dict[str, torch.Tensor]:
+        """The state of the static depthwise ``nn.Conv2d`` this extracts to."""
+        k = self.max_kernel_size if kernel_size is None else kernel_size
+        return {"weight": self.active_weight(channels, k)}
+
     @torch.no_grad()
     def extract(self, channels: int, kernel_size: int | None = None) -> nn.Conv2d:
         k = self.max_kernel_size if kernel_size is None else kernel_size
         conv = nn.Conv2d(channels, channels, k, self.stride, k // 2, groups=channels, bias=False)
         conv = conv.to(device=self.conv.weight.device, dtype=self.conv.weight.dtype)
-        conv.weight.copy_(self.active_weight(channels, k))
-        return conv
+        return copy_state(conv, self.active_state(channels, k))
 
 
 class ElasticBatchNorm2d(nn.Module):
@@ -161,17 +196,20 @@ class ElasticBatchNorm2d(nn.Module):
         return F.batch_norm(x, bn.running_mean[:c], bn.running_var[:c], bn.weight[:c],
                             bn.bias[:c], self.training, factor, bn.eps)
 
+    def active_state(self, features: int) -> dict[str, torch.Tensor]:
+        """The state of the static ``nn.BatchNorm2d`` this extracts to."""
+        src = self.bn
+        return {"weight": src.weight[:features], "bias": src.bias[:features],
+                "running_mean": src.running_mean[:features],
+                "running_var": src.running_var[:features],
+                "num_batches_tracked": src.num_batches_tracked}
+
     @torch.no_grad()
     def extract(self, features: int) -> nn.BatchNorm2d:
         src = self.bn
         bn = nn.BatchNorm2d(features, eps=src.eps, momentum=src.momentum)
         bn = bn.to(device=src.weight.device, dtype=src.weight.dtype)
-        bn.weight.copy_(src.weight[:features])
-        bn.bias.copy_(src.bias[:features])
-        bn.running_mean.copy_(src.running_mean[:features])
-        bn.running_var.copy_(src.running_var[:features])
-        bn.num_batches_tracked.copy_(src.num_batches_tracked)
-        return bn
+        return copy_state(bn, self.active_state(features))
 
 
 class ElasticSE(nn.Module):
@@ -202,17 +240,21 @@ class ElasticSE(nn.Module):
         y = F.hardsigmoid(F.conv2d(y, expand.weight[:c, :mid], expand.bias[:c]))
         return x * y
 
-    @torch.no_grad()
-    def extract(self, channels: int) -> SqueezeExcite:
+    def active_state(self, channels: int) -> dict[str, torch.Tensor]:
+        """The state of the static :class:`SqueezeExcite` this extracts to."""
         mid = self.active_mid(channels)
         reduce, expand = self.fc["reduce"], self.fc["expand"]
-        se = SqueezeExcite(channels, mid).to(device=reduce.weight.device,
-                                             dtype=reduce.weight.dtype)
-        se.fc.reduce.weight.copy_(reduce.weight[:mid, :channels])
-        se.fc.reduce.bias.copy_(reduce.bias[:mid])
-        se.fc.expand.weight.copy_(expand.weight[:channels, :mid])
-        se.fc.expand.bias.copy_(expand.bias[:channels])
-        return se
+        return {"fc.reduce.weight": reduce.weight[:mid, :channels],
+                "fc.reduce.bias": reduce.bias[:mid],
+                "fc.expand.weight": expand.weight[:channels, :mid],
+                "fc.expand.bias": expand.bias[:channels]}
+
+    @torch.no_grad()
+    def extract(self, channels: int) -> SqueezeExcite:
+        reduce = self.fc["reduce"]
+        se = SqueezeExcite(channels, self.active_mid(channels)).to(device=reduce.weight.device,
+                                                                   dtype=reduce.weight.dtype)
+        return copy_state(se, self.active_state(channels))
 
 
 class ElasticLinear(nn.Module):
@@ -239,7 +281,7 @@ class ElasticLinear(nn.Module):
         src = self.linear
         lin = nn.Linear(in_features, out, bias=src.bias is not None)
         lin = lin.to(device=src.weight.device, dtype=src.weight.dtype)
-        lin.weight.copy_(src.weight[:out, :in_features])
-        if lin.bias is not None:
-            lin.bias.copy_(src.bias[:out])
-        return lin
+        state = {"weight": src.weight[:out, :in_features]}
+        if src.bias is not None:
+            state["bias"] = src.bias[:out]
+        return copy_state(lin, state)

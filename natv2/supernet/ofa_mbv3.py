@@ -35,6 +35,7 @@ from natv2.space.arch import FAMILIES, NW_MBCONV, has_dense, has_nd, has_nw
 
 from .blocks import ElasticBlock
 from .common import he_fout_init, make_divisible
+from .elastic import copy_state
 from .exits import default_exit_weights, early_exit_widths
 from .static import (
     STATIC_FORMAT,
@@ -392,17 +393,19 @@ class SuperNet(nn.Module):
         config = self.static_config(arch, all_exits)
         a = self.resolve_arch(arch)
         ref = self.classifier.linear.weight
-        net = StaticNet(config).to(device=ref.device, dtype=ref.dtype)
+        net = StaticNet(config)
+        built = net.first_conv.conv.weight
+        if (built.device, built.dtype) != (ref.device, ref.dtype):  # (a no-op .to still walks)
+            net = net.to(device=ref.device, dtype=ref.dtype)
         # fixed parts: same shapes, so a state copy is a clone
-        net.first_conv.load_state_dict(self.first_conv.state_dict(), strict=True)
-        net.blocks[0].load_state_dict(self.blocks[0].state_dict(), strict=True)
+        copy_state(net.first_conv, self.first_conv.state_dict())
+        copy_state(net.blocks[0], self.blocks[0].state_dict())
         for target, source in zip((net.final_expand_layer, net.feature_mix_layer,
                                    net.classifier), self._exit_modules(a["nd"]), strict=True):
-            target.load_state_dict(source.state_dict(), strict=True)
+            copy_state(target, source.state_dict())
         if all_exits and self.early_exit:
             for k in range(1, a["nd"]):
-                net.early_exits[k - 1].load_state_dict(self.early_exits[k - 1].state_dict(),
-                                                       strict=True)
+                copy_state(net.early_exits[k - 1], self.early_exits[k - 1].state_dict())
         in_ch = self._first_block_config["out_channels"]
         for k, (i, ks, e, _nw) in enumerate(self._active_blocks(a), start=1):
             self.blocks[i].extract_into(net.blocks[k], in_ch, ks, e)
