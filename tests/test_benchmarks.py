@@ -143,10 +143,14 @@ def test_pipeline_cost_parts(random_supernet, tmp_path):
     (project / "results" / "supernet").mkdir(parents=True)
     (project / "results" / "supernet" / "supernet.pt").write_bytes(
         (random_supernet / "supernet.pt").read_bytes())
-    split = bench.evaluation_split(project, "config/test.yaml", n_archs=3, repeats=1)
-    assert len(split["per_arch"]) == 3 and split["n_calib"] == 32
+    split = bench.evaluation_split(project, "config/test.yaml", n_archs=2, repeats=1,
+                                   extra_resolutions=[24])
+    assert len(split["per_arch"]) == 4 and split["n_calib"] == 32
     md, overhead = bench.split_table(split)
-    assert md.splitlines()[-1].startswith("| all | 3 |") and overhead > -1.0
+    lines = md.splitlines()
+    assert lines[-2].startswith("| **search space (all of the above)** | 2 |")
+    assert lines[-1].startswith("| 24 px (outside the space: cost only) | 2 |")
+    assert overhead > -1.0
     logs = project / "logs" / "benchmarks"
     logs.mkdir(parents=True)
     head = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"

@@ -237,3 +237,21 @@ def test_evaluator_refuses_shared_buffers(splits):
     ev = Evaluator(SharingSupernet(), splits, CPU)
     with pytest.raises(RuntimeError, match="sharing buffers"):
         ev(FakeArch(16))
+
+
+def test_evaluator_counts_static_nets_during_recalibration(splits):
+    """A natv2 static network's params and MACs come from hooks during BN recalibration: equal
+    to count_params / count_macs (FlopCounterMode) of the same network, SE and EE families."""
+    from natv2.space import SearchSpace
+    from natv2.supernet import build_supernet
+
+    for family in ("SE_B", "EE_B"):
+        torch.manual_seed(0)
+        net = build_supernet(family, n_classes=10).eval()
+        space = SearchSpace(family=family, resolutions=[16, 20])
+        ev = Evaluator(net, splits, CPU, [16, 20], encoder=space)
+        for arch in [space.smallest(), space.largest(), *space.sample(2, seed=3)]:
+            rec = ev(arch)
+            sub = net.extract(arch)
+            assert (rec["params"], rec["macs"]) == (count_params(sub),
+                                                    count_macs(sub, arch.resolution)), family

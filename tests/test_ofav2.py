@@ -459,7 +459,7 @@ def test_supernet_checkpoint_round_trip(tmp_path, nets):
 def test_module_mac_counter_equals_flop_counter(family):
     """The evaluator's fast MAC count (hooks on Conv2d/Linear) equals FlopCounterMode's on
     every family, single- and multi-exit, at two resolutions."""
-    from natv2.measure.counting import count_macs_by_modules
+    from natv2.measure.counting import ModuleMacCounter, count_macs_by_modules
 
     torch.manual_seed(0)
     net = build_supernet(family, n_classes=10)
@@ -468,4 +468,8 @@ def test_module_mac_counter_equals_flop_counter(family):
         for all_exits in (False, True):
             sub = net.extract(arch, all_exits=all_exits)
             for r in (16, 24):
-                assert count_macs_by_modules(sub, r) == count_macs(sub, r), (family, all_exits, r)
+                expected = count_macs(sub, r)
+                assert count_macs_by_modules(sub, r) == expected, (family, all_exits, r)
+                with torch.no_grad(), ModuleMacCounter(sub) as counter:  # a batch of 3
+                    sub(torch.randn(3, 3, r, r))
+                assert counter.per_image(3) == expected

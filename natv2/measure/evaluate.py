@@ -20,7 +20,7 @@ from natv2.supernet.static import StaticNet
 
 from .accuracy import top1
 from .bn import recalibrate_bn
-from .counting import count_macs, count_macs_by_modules, count_params
+from .counting import ModuleMacCounter, count_macs, count_params
 from .device import resolve_device
 from .latency import latency_ms
 
@@ -153,13 +153,21 @@ class Evaluator:
                 " BN recalibration would overwrite the super-network's statistics"
             )
 
-    @staticmethod
-    def _count_macs(sub: nn.Module, resolution: int) -> int:
-        # natv2's static networks do every MAC in Conv2d/Linear modules: the module counter is
-        # exact for them (tests/test_measure.py, every family) and several times faster
+    def recalibrate_and_count(self, sub: nn.Module, resolution: int) -> tuple[int, int]:
+        """Recalibrate ``sub``'s BN on the calibration batches at ``resolution``; return its
+        (params, MACs). natv2's static networks do every multiply-accumulate in Conv2d/Linear
+        modules, so their MACs are read by hooks during the recalibration forwards (exact:
+        equal to :func:`count_macs` on every family, ``tests/test_ofav2.py``; no extra forward
+        and no ``FlopCounterMode``); any other module is counted by :func:`count_macs`."""
+        calib = self.calibration(resolution)
         if isinstance(sub, StaticNet):
-            return count_macs_by_modules(sub, resolution)
-        return count_macs(sub, resolution)
+            with ModuleMacCounter(sub) as counter:
+                recalibrate_bn(sub, calib, self.device)
+            macs = counter.per_image(sum(int(b.shape[0]) for b in calib))
+        else:
+            recalibrate_bn(sub, calib, self.device)
+            macs = count_macs(sub, resolution)
+        return count_params(sub), macs
 
     def __call__(self, arch: Any, measure_latency: bool = False) -> dict[str, Any]:
         r = int(arch.resolution)
@@ -169,14 +177,14 @@ class Evaluator:
         # channels-last: several times faster oneDNN convolutions on CPU for these small images
         # (docs/BENCHMARKS.md), the layout GPUs prefer; the cached batches are stored that way too
         sub.to(self.device, memory_format=torch.channels_last)
-        recalibrate_bn(sub, self.calibration(r), self.device)
+        params, macs = self.recalibrate_and_count(sub, r)
         acc = top1(sub, self.validation(r), self.device)
         nd = getattr(arch, "nd", None)
         return {
             "arch": self.encode(arch),
             "top1": float(acc),
-            "params": count_params(sub),
-            "macs": self._count_macs(sub, r),
+            "params": params,
+            "macs": macs,
             "latency_ms": latency_ms(sub, r, self.device) if measure_latency else None,
             "r": r,
             "w": float(arch.width),
