@@ -7,6 +7,7 @@ so no number in the file is typed by hand.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import platform
 import re
@@ -46,6 +47,11 @@ def load_average() -> str:
         return "/".join(f"{v:.1f}" for v in os.getloadavg())
     except OSError:  # pragma: no cover - not on every platform
         return "n/a"
+
+
+def load_span(at_start: str) -> str:
+    """``"<load at start> at start, <load now> at end"``."""
+    return f"{at_start} at start, {load_average()} at end"
 
 
 def machine_line(threads: int | None = None) -> str:
@@ -113,6 +119,17 @@ def write_block(path: Path, block: str, name: str, section: str, after: str | No
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     tmp.replace(path)
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def block(name: str, command: str, run: str, *body: str) -> str:
+    """A markdown block ``name``: its markers, the command in a code fence, ``Run <now> on
+    <run>``, then the ``body`` lines."""
+    start, end = markers(name)
+    return "\n".join([start, "```", command, "```", "", f"Run {utc_now()} on {run}", *body, end])
 
 
 def import_sibling(name: str):

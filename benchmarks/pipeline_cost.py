@@ -26,7 +26,6 @@ The trained super-network stays in ``--work/project/results/supernet`` for
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import shutil
 import statistics
@@ -269,13 +268,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                f"+{OVERHEAD_TARGET:.0%}: {'met' if overhead <= OVERHEAD_TARGET else 'NOT met'})")
     print(stage_md + "\n\n" + split_md + "\n" + verdict)
     if args.markdown is not None:
-        start, end = _common.markers(BLOCK)
-        date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-        load = f"{load_start} at start, {_common.load_average()} at end"
-        block = "\n".join([
-            start, "```", command, "```", "",
-            f"Run {date} on {_common.machine_line(split['threads'])}; config `{args.config}`, "
-            f"device {split['device']}; load average {load}. Whole pipeline "
+        load = _common.load_span(load_start)
+        block = _common.block(
+            BLOCK, command,
+            f"{_common.machine_line(split['threads'])}; config `{args.config}`, device {split['device']}; load average {load}. Whole pipeline "
             f"`snakemake --cores all --configfile {args.config}` in a fresh copy of the project: "
             f"{total:.1f} s wall ({'; '.join(elapsed) or 'no elapsed line'} by Snakemake). Per "
             f"stage, from Snakemake's `benchmark:` files:",
@@ -290,8 +286,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"forwards the same extracted sub-network over the same {split['n_calib']} + "
             f"{split['n_val']} images in eval mode. The same architectures at larger inputs "
             f"show how the fixed per-evaluation costs weigh as forwards get heavier.",
-            "", split_md, "", f"    {verdict}", end,
-        ])
+            "", split_md, "", f"    {verdict}",
+        )
         _common.write_block(args.markdown, block, BLOCK, SECTION, header=_common.header())
         print(f"wrote {args.markdown}")
     return 0

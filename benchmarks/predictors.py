@@ -14,7 +14,6 @@ training rows and scored on the held-out ones: Kendall tau, RMSE (top-1 points),
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import statistics
 import sys
 import time
@@ -156,20 +155,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     lines = ranking_lines(rows)
     print("\n".join(lines))
     if args.markdown is not None:
-        start, end = _common.markers(BLOCK)
-        date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-        load = f"{load_start} at start, {_common.load_average()} at end"
-        block = "\n".join([
-            start, "```", command, "```", "",
-            f"Run {date} on {_common.machine_line(args.threads)}; {seconds:.0f} s; load average "
+        load = _common.load_span(load_start)
+        block = _common.block(
+            BLOCK, command,
+            f"{_common.machine_line(args.threads)}; {seconds:.0f} s; load average "
             f"{load}. Data: {len(df)} distinct architectures evaluated in round 0 of {n_runs} "
             f"search-quality runs (one super-network, one validation split; top-1 "
             f"{df['top1'].min():.2f}-{df['top1'].max():.2f}%). For each training size n, "
             f"{args.repeats} random draws of n training architectures; all the others are held "
             f"out. Mean ± standard deviation over draws; fit time includes adaptive switching's "
             f"10-fold selection and LightGBM's 10-fold ensemble.",
-            "", table(rows), "", *[f"    {line}" for line in lines], end,
-        ])
+            "", table(rows), "", *[f"    {line}" for line in lines],
+        )
         _common.write_block(args.markdown, block, BLOCK, SECTION, after="search_quality",
                             header=_common.header())
         print(f"wrote {args.markdown}")

@@ -14,7 +14,6 @@ log-log over the sizes.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import math
 import shutil
 import statistics
@@ -104,13 +103,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     print(md + "\n" + "\n".join(growth))
     if args.markdown is not None:
-        start, end = _common.markers(BLOCK)
-        date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-        load = f"{load_start} at start, {_common.load_average()} at end"
+        load = _common.load_span(load_start)
         s = cfg["search"]
-        block = "\n".join([
-            start, "```", command, "```", "",
-            f"Run {date} on {_common.machine_line(int(cfg['threads']))}; {seconds:.0f} s for the "
+        block = _common.block(
+            BLOCK, command,
+            f"{_common.machine_line(int(cfg['threads']))}; {seconds:.0f} s for the "
             f"sizes not already on disk; load average {load}. Config `{args.config}` with policy "
             f"natv2 (pre-processing x{s['preprocess_factor']}, evolution {s['pop_size']} x "
             f"{s['n_gen']}, adaptation {s['adaptation']['epochs']} epoch(s) on the top n_doe), "
@@ -120,8 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "",
             "Super-network forward cost against input resolution: the `supernet_speed` blocks "
             "(`growth` lines, time per image ~ r^a).",
-            end,
-        ])
+        )
         _common.write_block(args.markdown, block, BLOCK, SECTION, header=_common.header())
         print(f"wrote {args.markdown}")
     return 0

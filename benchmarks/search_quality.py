@@ -28,7 +28,6 @@ that of its archive then (accuracies as re-evaluated by its adapted super-networ
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import shutil
 import statistics
@@ -308,17 +307,11 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
 def markdown_block(command: str, args: argparse.Namespace, cfg, budget: int,
                    rows: list[dict[str, Any]], runs: list[dict[str, Any]],
                    ref: Mapping[str, Any], seconds: float, load: str, plot_link: str) -> str:
-    start, end = _common.markers(BLOCK)
-    date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     s = cfg["search"]
     budgets = list(cfg["report"]["param_budgets"])
-    return "\n".join([
-        start,
-        "```",
-        command,
-        "```",
-        "",
-        f"Run {date} on {_common.machine_line(int(cfg['threads']))}; {seconds:.0f} s for the runs "
+    return _common.block(
+        BLOCK, command,
+        f"{_common.machine_line(int(cfg['threads']))}; {seconds:.0f} s for the runs "
         f"not already on disk; load average {load}. Config `{args.config}` (n_doe {s['n_doe']}, "
         f"NATv2 pre-processing x{s['preprocess_factor']}, {args.rounds} rounds, adaptation "
         f"{s['adaptation']['epochs']} epoch(s) per round, evolution {s['pop_size']} x "
@@ -344,8 +337,7 @@ def markdown_block(command: str, args: argparse.Namespace, cfg, budget: int,
         per_run_table(runs),
         "",
         "</details>",
-        end,
-    ])
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -401,7 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             link = str(args.plot.resolve().relative_to(args.markdown.resolve().parent))
         except ValueError:
             link = str(args.plot.resolve())
-        load = f"{load_start} at start, {_common.load_average()} at end"
+        load = _common.load_span(load_start)
         block = markdown_block(command, args, base, budget, rows, runs, ref, seconds, load, link)
         _common.write_block(args.markdown, block, BLOCK, SECTION, header=_common.header())
         print(f"wrote {args.markdown} and {args.plot}")

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime as dt
 import math
 import re
 import statistics
@@ -362,15 +361,9 @@ def growth_lines(results: list[dict[str, Any]]) -> list[str]:
 def markdown_block(command: str, machine: str, args: argparse.Namespace,
                    results: list[dict[str, Any]], worst_diff: float, seconds: float,
                    load: str) -> str:
-    date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    start, end = markers(args.block)
-    return "\n".join([
-        start,
-        "```",
-        command,
-        "```",
-        "",
-        f"Run {date} on {machine}; {seconds:.0f} s; load average {load}. Median over "
+    return _common.block(
+        args.block, command,
+        f"{machine}; {seconds:.0f} s; load average {load}. Median over "
         f"{args.repeats} interleaved rounds of about {args.min_time} s per measurement (at "
         f"least one call), after {args.warmup} warm-up call(s). CL = ours with "
         f"`torch.channels_last` weights and input (the OFA reference always runs contiguous). "
@@ -399,8 +392,7 @@ def markdown_block(command: str, machine: str, args: argparse.Namespace,
         "allocation history.",
         "",
         faults_table(results),
-        end,
-    ])
+    )
 
 
 def machine_header() -> str:
@@ -456,7 +448,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seconds = time.perf_counter() - t0
     finally:
         torch.set_num_threads(before)
-    load = f"{load_start} at start, {load_average()} at end"
+    load = _common.load_span(load_start)
     print(f"\nmedian ms per forward (load average {load})")
     print(times_table(results))
     print("\nratios: OFA time / our time (> 1: ours faster); median (IQR) | best")
