@@ -39,7 +39,6 @@ units) in round 0's ``stats.json`` and reused by every round, so values are comp
 from __future__ import annotations
 
 import contextlib
-import math
 import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -66,20 +65,15 @@ from natv2.pipeline.eval_cache import (
 )
 from natv2.search import (
     archive_hypervolume,
-    archive_vectors,
     concat_archives,
-    drop_known,
     init_archive,
-    make_predictor,
     normalize_archive,
     objectives,
+    propose,
     rank_metrics,
     read_archive,
     records_to_archive,
     resolve_settings,
-    run_search,
-    sample_new,
-    select_subset,
     update_archive,
     write_archive,
 )
@@ -383,57 +377,20 @@ def _propose(st: _Stage, archive_df: pd.DataFrame, k: int) -> tuple[pd.DataFrame
     """Predictor + evolutionary search + subset selection: the round's candidates (not yet
     evaluated) as a frame ``arch, predicted_top1`` and a description of the step."""
     s = st.settings
-    space = st.space
-    n_cand = int(s["candidates"])
-    rseed = _round_seed(st.seed, k)
-    archive_df = normalize_archive(archive_df)
-    known = list(archive_df["arch"])
     name = s["predictor"]
-    meta: dict[str, Any] = {"duplicates_dropped": 0, "n_search_population": 0}
-    if name in (None, "random", "none"):
-        with st.step("search"):
-            archs = sample_new(space, n_cand, rseed, s["sampler"], s["repair"], exclude=known)
-        pred = [math.nan] * len(archs)
-        meta["predictor"] = None
-    else:
-        with st.step("predictor"):
-            A = archive_vectors(space, archive_df)
-            feats = np.asarray(space.features(A, kind=s["features"]), dtype=float)
-            predictor = make_predictor(name, seed=rseed, **dict(s.get("predictor_kwargs") or {}))
-            predictor.fit(feats, archive_df["top1"].to_numpy(dtype=float))
-        cheap_fn = st.cheap_fn()
-        archive_F = objectives(archive_df, st.names)
-        with st.step("search"):
-            X, F = run_search(
-                space, predictor, cheap_fn, len(st.names) - 1, A,
-                pop_size=int(s["pop_size"]), n_gen=int(s["n_gen"]), seed=rseed,
-                crossover_prob=float(s["crossover_prob"]),
-                mutation_eta=float(s["mutation_eta"]), repair=s["repair"],
-                feature_kind=s["features"], archive_F=archive_F, sampler=s["sampler"],
-            )
-        with st.step("subset"):
-            strings = [space.encode(x) for x in X]
-            new = drop_known(strings, known)
-            sel = new[select_subset(
-                F[new, 1:], n_cand, seed=rseed, archive_F_cheap=archive_F[:, 1:],
-                predicted_error=F[new, 0], pop_size=int(s["subset_pop_size"]),
-                n_gen=int(s["subset_n_gen"]),
-            )]
-            archs = [space.decode(strings[i]) for i in sel]
-            pred = [float(100.0 - F[i, 0]) for i in sel]
-            if len(archs) < n_cand:  # the search found too few new ones: random new ones
-                extra = sample_new(space, n_cand - len(archs), rseed, s["sampler"], s["repair"],
-                                   exclude=known + [strings[i] for i in sel])
-                if extra:
-                    Xe = np.array([space.to_vector(a) for a in extra], dtype=int)
-                    fe = np.asarray(space.features(Xe, kind=s["features"]), dtype=float)
-                    pred += [float(v) for v in predictor.predict(fe)]
-                    archs += extra
+    cheap_fn = None if name in (None, "random", "none") else st.cheap_fn()
+    prop = propose(st.space, archive_df, s, name, cheap_fn, _round_seed(st.seed, k), st.step)
+    archs, pred = prop.archs, prop.predicted
+    meta: dict[str, Any] = {"predictor": None, "duplicates_dropped": 0,
+                            "n_search_population": 0}
+    if prop.predictor is not None:
+        predictor = prop.predictor
         meta["predictor"] = {"name": predictor.name,
                              **({"chosen": predictor.chosen} if hasattr(predictor, "chosen")
                                 else {})}
-        meta["duplicates_dropped"] = int(len(X) - len(new))
-        meta["n_search_population"] = int(len(X))
+        meta["duplicates_dropped"] = prop.n_population - prop.n_new
+        meta["n_search_population"] = prop.n_population
+    space = st.space
     proposed = pd.DataFrame({"arch": [space.encode(a) for a in archs],
                              "predicted_top1": pd.Series(pred, dtype="float64")})
     return proposed, meta
@@ -544,17 +501,29 @@ def _finish(st: _Stage, k: int, archive_df: pd.DataFrame, cand: pd.DataFrame, me
     return stats
 
 
-def _load_round(st: _Stage, k: int) -> tuple[pd.DataFrame, dict, Path]:
-    prev, stats0, net_file = _round_inputs(st.cfg, k)
-    archive_df = read_archive(prev)
+def _open_round(cfg: Mapping[str, Any], k: int, inputs: tuple[Path, Path, Path], suffix: str,
+                show_progress: bool) -> tuple[_Stage, pd.DataFrame, dict]:
+    """The stage of a round step, with the previous archive, round 0's hypervolume reference
+    (checked against the config's objectives) and the input network loaded. ``inputs``:
+    :func:`_round_inputs`, checked by the caller before any set-up."""
+    prev, stats0, net_file = inputs
+    st = _Stage(cfg, f"round {k:02d}{suffix}", show_progress)
+    with st.step("load"):
+        archive_df = read_archive(prev)
+        ref = _read_reference(stats0, st.names)
+        st.load_net(net_file)
+    return st, archive_df, ref
+
+
+def _read_reference(stats0: Path, names: list[str]) -> dict:
     ref = read_json(stats0)
     missing = [key for key in ("ideal", "nadir", "reference_point") if key not in ref]
     if missing:
         raise UserError(f"{stats0} lacks {missing}; rerun `{_MAKE_INIT}`")
-    if list(ref.get("objectives", st.names)) != st.names:
+    if list(ref.get("objectives", names)) != names:
         raise UserError(f"{stats0} was made for objectives {ref.get('objectives')}, the config "
-                        f"asks for {st.names}; rerun `{_MAKE_INIT}`")
-    return archive_df, ref, net_file
+                        f"asks for {names}; rerun `{_MAKE_INIT}`")
+    return ref
 
 
 # ------------------------------------------------------------------------ public stages
@@ -564,15 +533,12 @@ def run_search_round(cfg: Mapping[str, Any], k: int, show_progress: bool = True
                      ) -> dict[str, Any]:
     """Stage ``search_round`` for round ``k >= 1``, all steps in this process; returns stats."""
     k = _check_round(cfg, k)
-    _round_inputs(cfg, k)
-    st = _Stage(cfg, f"round {k:02d}", show_progress)
-    with st.step("load"):
-        archive_df, ref, net_file = _load_round(st, k)
-        st.load_net(net_file)
+    inputs = _round_inputs(cfg, k)
+    st, archive_df, ref = _open_round(cfg, k, inputs, "", show_progress)
     proposed, meta = _propose(st, archive_df, k)
     with st.step("evaluate"):
         cand = _evaluate_proposed(st, proposed, k, "evaluate")
-    return _finish(st, k, archive_df, cand, meta, net_file, ref)
+    return _finish(st, k, archive_df, cand, meta, inputs[2], ref)
 
 
 def proposed_paths(cfg: Mapping[str, Any], k: int) -> tuple[Path, Path]:
@@ -590,11 +556,7 @@ def propose_candidates(cfg: Mapping[str, Any], k: int, show_progress: bool = Tru
                        ) -> pd.DataFrame:
     """Scatter step 1: write ``round_KK/proposed.csv`` (+ ``proposed.json``); returns the frame."""
     k = _check_round(cfg, k)
-    _round_inputs(cfg, k)
-    st = _Stage(cfg, f"round {k:02d} propose", show_progress)
-    with st.step("load"):
-        archive_df, _, net_file = _load_round(st, k)
-        st.load_net(net_file)
+    st, archive_df, _ = _open_round(cfg, k, _round_inputs(cfg, k), " propose", show_progress)
     proposed, meta = _propose(st, archive_df, k)
     csv_path, json_path = proposed_paths(cfg, k)
     atomic_write(csv_path, lambda tmp: proposed.to_csv(tmp, index=False, na_rep=""))
@@ -640,16 +602,14 @@ def finish_round(cfg: Mapping[str, Any], k: int, show_progress: bool = True) -> 
     """Gather step 3: read the shards, update the archive, adapt, re-evaluate, write the round's
     ``archive.csv``, ``candidates.csv``, ``stats.json`` and ``supernet.pt``; returns stats."""
     k = _check_round(cfg, k)
-    _round_inputs(cfg, k)
+    inputs = _round_inputs(cfg, k)
     shards = int(cfg["search"]["shards"])
     proposed, meta = _read_proposed(cfg, k)
     paths = [_require(shard_path(cfg, k, i),
                       f"natv2 search-round --round {k} --step evaluate --shard {i}")
              for i in range(shards)]
-    st = _Stage(cfg, f"round {k:02d} finish", show_progress)
+    st, archive_df, ref = _open_round(cfg, k, inputs, " finish", show_progress)
     with st.step("load"):
-        archive_df, ref, net_file = _load_round(st, k)
-        st.load_net(net_file)
         parts = [read_archive(p) for p in paths]
     for name, seconds in (meta.get("steps") or {}).items():
         if name != "load":
@@ -666,7 +626,7 @@ def finish_round(cfg: Mapping[str, Any], k: int, show_progress: bool = True) -> 
     cand = normalize_archive(cand.iloc[np.argsort([order[a] for a in cand["arch"]],
                                                   kind="stable")])
     meta = {**meta, "seconds_before": float(meta.get("seconds", 0.0)) + shard_seconds}
-    return _finish(st, k, archive_df, cand, meta, net_file, ref)
+    return _finish(st, k, archive_df, cand, meta, inputs[2], ref)
 
 
 __all__ = [

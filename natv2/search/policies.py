@@ -30,9 +30,12 @@ set it to the compared policy's value for an equal evaluation budget.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -347,6 +350,82 @@ def archive_stats(
 # ------------------------------------------------------------------------------ one round
 
 
+@dataclass
+class Proposal:
+    """A round's candidates before evaluation: ``archs``, their ``predicted`` top-1 (NaN without
+    a predictor), the fitted ``predictor`` (None for random search), how many architectures the
+    evolution returned (``n_population``) and how many of them were new (``n_new``)."""
+
+    archs: list
+    predicted: list[float]
+    predictor: Any = None
+    n_population: int = 0
+    n_new: int = 0
+
+
+def _no_step(_name: str) -> contextlib.AbstractContextManager:
+    return contextlib.nullcontext()
+
+
+def propose(
+    space: Any,
+    archive_df: pd.DataFrame,
+    settings: dict[str, Any],
+    predictor_name: str | None,
+    cheap_fn: Callable[[np.ndarray], np.ndarray] | None,
+    rseed: int,
+    step: Callable[[str], contextlib.AbstractContextManager] = _no_step,
+) -> Proposal:
+    """Choose ``settings["candidates"]`` new architectures: fit the predictor on archive
+    features -> top1; evolve against (predicted error, cheap objectives); drop architectures
+    already in the archive; subset-select; top up with new random samples if the search found
+    too few. ``predictor_name`` None/"random"/"none": uniform random new architectures.
+    ``step(name)`` wraps the steps ``predictor``, ``search`` and ``subset`` (e.g. timers)."""
+    s = settings
+    names = list(s["objectives"])
+    k = int(s["candidates"])
+    archive_df = normalize_archive(archive_df)
+    known = list(archive_df["arch"])
+    if predictor_name in (None, "random", "none"):
+        with step("search"):
+            archs = sample_new(space, k, rseed, s["sampler"], s["repair"], exclude=known)
+        return Proposal(archs, [math.nan] * len(archs))
+    with step("predictor"):
+        A = archive_vectors(space, archive_df)
+        feats = np.asarray(space.features(A, kind=s["features"]), dtype=float)
+        predictor = make_predictor(predictor_name, seed=rseed,
+                                   **dict(s.get("predictor_kwargs") or {}))
+        predictor.fit(feats, archive_df["top1"].to_numpy(dtype=float))
+    archive_F = _objectives(archive_df, names)
+    with step("search"):
+        X, F = run_search(
+            space, predictor, cheap_fn, len(names) - 1, A,
+            pop_size=int(s["pop_size"]), n_gen=int(s["n_gen"]), seed=rseed,
+            crossover_prob=float(s["crossover_prob"]), mutation_eta=float(s["mutation_eta"]),
+            repair=s["repair"], feature_kind=s["features"], archive_F=archive_F,
+            sampler=s["sampler"],
+        )
+    with step("subset"):
+        strings = [space.encode(x) for x in X]
+        new = drop_known(strings, known)
+        sel = new[select_subset(
+            F[new, 1:], k, seed=rseed, archive_F_cheap=archive_F[:, 1:],
+            predicted_error=F[new, 0], pop_size=int(s["subset_pop_size"]),
+            n_gen=int(s["subset_n_gen"]),
+        )]
+        archs = [space.decode(strings[i]) for i in sel]
+        pred = [float(100.0 - F[i, 0]) for i in sel]
+        if len(archs) < k:  # search found too few new archs: top up with random new ones
+            extra = sample_new(space, k - len(archs), rseed, s["sampler"], s["repair"],
+                               exclude=known + [strings[i] for i in sel])
+            if extra:
+                Xe = np.array([space.to_vector(a) for a in extra], dtype=int)
+                fe = np.asarray(space.features(Xe, kind=s["features"]), dtype=float)
+                pred += [float(v) for v in predictor.predict(fe)]
+                archs += extra
+    return Proposal(archs, pred, predictor, int(len(X)), int(len(new)))
+
+
 def search_round_core(
     space: Any,
     archive_df: pd.DataFrame,
@@ -373,59 +452,26 @@ def search_round_core(
     t0 = time.perf_counter()
     s = resolve_settings(policy_settings)
     names = list(s["objectives"])
-    n_cheap = len(names) - 1
-    k = int(s["candidates"])
     n_doe = s.get("n_doe") or len(archive_df)
     archive_df = normalize_archive(archive_df)
-    known = list(archive_df["arch"])
     rseed = _round_seed(seed, round_k)
     name = predictor_name if predictor_name is not None else s["predictor"]
     stats: dict[str, Any] = {"round": int(round_k)}
-
-    if name in (None, "random", "none"):
-        archs = sample_new(space, k, rseed, s["sampler"], s["repair"], exclude=known)
-        records = _evaluate(evaluate, archs)
-        cand = records_to_archive(space, archs, records, round_k=round_k, origin="candidate")
+    prop = propose(space, archive_df, s, name, cheap_fn, rseed)
+    records = _evaluate(evaluate, prop.archs)
+    if prop.predictor is None:
+        cand = records_to_archive(space, prop.archs, records, round_k=round_k,
+                                  origin="candidate")
         stats["n_search_population"] = 0
     else:
-        A = archive_vectors(space, archive_df)
-        feats = np.asarray(space.features(A, kind=s["features"]), dtype=float)
-        predictor = make_predictor(name, seed=rseed, **dict(s.get("predictor_kwargs") or {}))
-        predictor.fit(feats, archive_df["top1"].to_numpy(dtype=float))
-        archive_F = _objectives(archive_df, names)
-        X, F = run_search(
-            space, predictor, cheap_fn, n_cheap, A,
-            pop_size=int(s["pop_size"]), n_gen=int(s["n_gen"]), seed=rseed,
-            crossover_prob=float(s["crossover_prob"]), mutation_eta=float(s["mutation_eta"]),
-            repair=s["repair"], feature_kind=s["features"], archive_F=archive_F,
-            sampler=s["sampler"],
-        )
-        strings = [space.encode(x) for x in X]
-        new = drop_known(strings, known)
-        sel = new[select_subset(
-            F[new, 1:], k, seed=rseed, archive_F_cheap=archive_F[:, 1:],
-            predicted_error=F[new, 0], pop_size=int(s["subset_pop_size"]),
-            n_gen=int(s["subset_n_gen"]),
-        )]
-        archs = [space.decode(strings[i]) for i in sel]
-        pred = list(100.0 - F[sel, 0])
-        if len(archs) < k:  # search found too few new archs: top up with random new ones
-            extra = sample_new(space, k - len(archs), rseed, s["sampler"], s["repair"],
-                               exclude=known + [strings[i] for i in sel])
-            if extra:
-                Xe = np.array([space.to_vector(a) for a in extra], dtype=int)
-                fe = np.asarray(space.features(Xe, kind=s["features"]), dtype=float)
-                pred += list(predictor.predict(fe))
-                archs += extra
-        records = _evaluate(evaluate, archs)
-        cand = records_to_archive(space, archs, records, round_k=round_k, origin="candidate",
-                                  predicted_top1=pred)
+        cand = records_to_archive(space, prop.archs, records, round_k=round_k,
+                                  origin="candidate", predicted_top1=prop.predicted)
         stats["predictor"] = {
-            "name": predictor.describe(),
+            "name": prop.predictor.describe(),
             **rank_metrics(cand["top1"].to_numpy(), cand["predicted_top1"].to_numpy()),
         }
-        stats["n_search_population"] = int(len(X))
-        stats["n_search_new"] = int(len(new))
+        stats["n_search_population"] = prop.n_population
+        stats["n_search_new"] = prop.n_new
     new_archive = update_archive(archive_df, cand, s["update"], n_doe, names, seed=rseed)
     reference = s.get("hv_reference") or hv_reference(new_archive, names)
     stats.update(
