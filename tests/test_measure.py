@@ -134,7 +134,7 @@ def test_resolve_device():
             resolve_device(bad)
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")
+@pytest.mark.skipif(torch.cuda.is_available(), reason="with CUDA present, cuda:0 is valid and the no-CUDA error cannot occur")
 def test_resolve_device_cuda_unavailable():
     with pytest.raises(ValueError, match="CUDA is not available"):
         resolve_device("cuda:0")

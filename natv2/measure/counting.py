@@ -21,6 +21,20 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def _forward_one_image(model: nn.Module, resolution: int, in_channels: int) -> None:
+    """One eval-mode, no-grad forward of a ``1 x C x R x R`` zero input; each module's mode is
+    restored after."""
+    modes = {m: m.training for m in model.modules()}
+    x = torch.zeros(1, in_channels, resolution, resolution, device=_model_device(model))
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(x)
+    finally:
+        for module, training in modes.items():
+            module.training = training
+
+
 def count_macs(model: nn.Module, resolution: int, in_channels: int = 3) -> int:
     """Multiply-accumulates of one forward pass on a ``1 x 3 x R x R`` input.
 
@@ -30,15 +44,8 @@ def count_macs(model: nn.Module, resolution: int, in_channels: int = 3) -> int:
     OFA's counter accumulates in. The model is put in eval mode for the count and each module's
     mode is restored after.
     """
-    modes = {m: m.training for m in model.modules()}
-    x = torch.zeros(1, in_channels, resolution, resolution, device=_model_device(model))
-    try:
-        model.eval()
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(x)
-    finally:
-        for module, training in modes.items():
-            module.training = training
+    with FlopCounterMode(display=False) as counter:
+        _forward_one_image(model, resolution, in_channels)
     flops = int(counter.get_total_flops())
     if flops % 2:
         raise AssertionError(f"FlopCounterMode returned an odd FLOP count {flops}")
@@ -98,13 +105,6 @@ def count_macs_by_modules(model: nn.Module, resolution: int, in_channels: int = 
     per-operator Python overhead is most of :func:`count_macs`'s time on small networks): one
     ``1 x 3 x R x R`` eval-mode forward. Only for networks :class:`ModuleMacCounter` is exact
     for (natv2's static networks)."""
-    modes = {m: m.training for m in model.modules()}
-    x = torch.zeros(1, in_channels, resolution, resolution, device=_model_device(model))
-    try:
-        model.eval()
-        with torch.no_grad(), ModuleMacCounter(model) as counter:
-            model(x)
-    finally:
-        for module, training in modes.items():
-            module.training = training
+    with ModuleMacCounter(model) as counter:
+        _forward_one_image(model, resolution, in_channels)
     return counter.total

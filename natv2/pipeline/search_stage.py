@@ -74,6 +74,7 @@ from natv2.search import (
     read_archive,
     records_to_archive,
     resolve_settings,
+    round_seed,
     update_archive,
     write_archive,
 )
@@ -114,12 +115,6 @@ def search_seed(cfg: Mapping[str, Any]) -> int:
     the top-level seed, so searches with different ``search.seed`` share super-network and data."""
     seed = cfg["search"].get("seed")
     return int(cfg["seed"] if seed is None else seed)
-
-
-def _round_seed(seed: int, k: int, salt: int = 0) -> int:
-    """A 31-bit seed derived from (seed, round, salt), as ``natv2.search.policies`` derives its."""
-    state = np.random.SeedSequence([int(seed), int(k), int(salt)]).generate_state(1)[0]
-    return int(state % (2**31 - 1))
 
 
 def _measures_latency(cfg: Mapping[str, Any]) -> bool:
@@ -379,8 +374,7 @@ def _propose(st: _Stage, archive_df: pd.DataFrame, k: int) -> tuple[pd.DataFrame
     s = st.settings
     name = s["predictor"]
     cheap_fn = None if name in (None, "random", "none") else st.cheap_fn()
-    prop = propose(st.space, archive_df, s, name, cheap_fn, _round_seed(st.seed, k), st.step)
-    archs, pred = prop.archs, prop.predicted
+    prop = propose(st.space, archive_df, s, name, cheap_fn, round_seed(st.seed, k), st.step)
     meta: dict[str, Any] = {"predictor": None, "duplicates_dropped": 0,
                             "n_search_population": 0}
     if prop.predictor is not None:
@@ -390,9 +384,8 @@ def _propose(st: _Stage, archive_df: pd.DataFrame, k: int) -> tuple[pd.DataFrame
                                 else {})}
         meta["duplicates_dropped"] = prop.n_population - prop.n_new
         meta["n_search_population"] = prop.n_population
-    space = st.space
-    proposed = pd.DataFrame({"arch": [space.encode(a) for a in archs],
-                             "predicted_top1": pd.Series(pred, dtype="float64")})
+    proposed = pd.DataFrame({"arch": [st.space.encode(a) for a in prop.archs],
+                             "predicted_top1": pd.Series(prop.predicted, dtype="float64")})
     return proposed, meta
 
 
@@ -432,7 +425,7 @@ def _finish(st: _Stage, k: int, archive_df: pd.DataFrame, cand: pd.DataFrame, me
     """Update the archive, adapt, re-evaluate, write the round's outputs; returns the stats."""
     s = st.settings
     cfg = st.cfg
-    rseed = _round_seed(st.seed, k)
+    rseed = round_seed(st.seed, k)
     new_archive = update_archive(archive_df, cand, s["update"], int(s["n_doe"]), st.names,
                                  seed=rseed)
     kept = set(new_archive["arch"])
@@ -450,7 +443,7 @@ def _finish(st: _Stage, k: int, archive_df: pd.DataFrame, cand: pd.DataFrame, me
             else:
                 adapt_record = adapt_supernet(
                     st.net, st.space, new_archive, st.names, st.train_loader(), adaptation,
-                    _train_settings(cfg), st.device, seed=_round_seed(st.seed, k, 3),
+                    _train_settings(cfg), st.device, seed=round_seed(st.seed, k, 3),
                     repair=s["repair"], show_progress=st.show)
                 save_checkpoint(st.net, adapted, extra={"round": k, "adaptation": {
                     key: v for key, v in adapt_record.items()

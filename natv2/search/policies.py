@@ -123,7 +123,7 @@ def resolve_settings(settings: dict[str, Any] | None = None) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _round_seed(seed: int, round_k: int, salt: int = 0) -> int:
+def round_seed(seed: int, round_k: int, salt: int = 0) -> int:
     """A 31-bit seed derived from (seed, round, salt): rounds get independent streams."""
     return int(np.random.SeedSequence([int(seed), int(round_k), int(salt)]).generate_state(1)[0]
                % (2**31 - 1))
@@ -145,7 +145,7 @@ def sample_new(
     for t in range(max_tries):
         if len(out) >= n:
             break
-        archs = space.sample(max(2 * (n - len(out)), 8), seed=_round_seed(seed, t, 17),
+        archs = space.sample(max(2 * (n - len(out)), 8), seed=round_seed(seed, t, 17),
                              method=method, repair=repair)
         for a in archs:
             s = space.encode(a)
@@ -454,7 +454,7 @@ def search_round_core(
     names = list(s["objectives"])
     n_doe = s.get("n_doe") or len(archive_df)
     archive_df = normalize_archive(archive_df)
-    rseed = _round_seed(seed, round_k)
+    rseed = round_seed(seed, round_k)
     name = predictor_name if predictor_name is not None else s["predictor"]
     stats: dict[str, Any] = {"round": int(round_k)}
     prop = propose(space, archive_df, s, name, cheap_fn, rseed)
