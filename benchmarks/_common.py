@@ -13,7 +13,6 @@ import platform
 import re
 import shlex
 import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -130,11 +129,3 @@ def block(name: str, command: str, run: str, *body: str) -> str:
     <run>``, then the ``body`` lines."""
     start, end = markers(name)
     return "\n".join([start, "```", command, "```", "", f"Run {utc_now()} on {run}", *body, end])
-
-
-def import_sibling(name: str):
-    """Import ``benchmarks/<name>.py`` (the scripts are not a package)."""
-    here = str(Path(__file__).resolve().parent)
-    if here not in sys.path:
-        sys.path.insert(0, here)
-    return __import__(name)

@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = None
     for n, c in args.sizes:
         results = (args.work / f"ndoe_{n}_cand_{c}").resolve()
-        cfg = run_config(args.config, results, int(_base_seed(args.config)), 1,
+        cfg = run_config(args.config, results, None, 1,
                          {"policy": "natv2", "n_doe": n, "candidates": c,
                           "adaptation": {"top_n": n}})
         install_supernet(args.supernet.resolve(), results)
@@ -121,12 +121,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         _common.write_block(args.markdown, block, BLOCK, SECTION, header=_common.header())
         print(f"wrote {args.markdown}")
     return 0
-
-
-def _base_seed(config: str) -> int:
-    from natv2.config import load_config
-
-    return int(load_config(config)["seed"])
 
 
 if __name__ == "__main__":

@@ -124,10 +124,13 @@ def budgeted_variants(cfg: Mapping[str, Any], names: Sequence[str], rounds: int
 # ------------------------------------------------------------------------------ runs
 
 
-def run_config(base: str, results: Path, seed: int, rounds: int, search: Mapping[str, Any]):
+def run_config(base: str, results: Path, seed: int | None, rounds: int,
+               search: Mapping[str, Any]):
+    """The base config with ``results_dir``, ``search.rounds``, the ``search`` overrides and
+    ``search.seed`` (None: the config's own)."""
+    seeded = {} if seed is None else {"seed": int(seed)}
     return load_config(base, overrides={"results_dir": str(results),
-                                        "search": {**search, "seed": int(seed),
-                                                   "rounds": int(rounds)}})
+                                        "search": {**search, **seeded, "rounds": int(rounds)}})
 
 
 def install_supernet(source: Path, results: Path) -> None:
