@@ -6,7 +6,7 @@ import pytest
 from loopback import LoopbackServer
 
 from natv2.supernet.download import DownloadError, default_cache_dir, download
-from natv2.supernet.registry import PRETRAINED, pretrained
+from natv2.supernet.sources import PRETRAINED, pretrained
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 SHA = hashlib.sha256(PAYLOAD).hexdigest()

@@ -19,11 +19,10 @@ from loopback import LoopbackServer
 from natv2.cli import main
 from natv2.config import validate
 from natv2.errors import UserError
-from natv2.pipeline import supernet_stage
-from natv2.pipeline.supernet_stage import fetch_source, run_supernet
-from natv2.supernet import build_supernet, load_supernet, save_checkpoint
+from natv2.pipeline.supernet_stage import run_supernet
+from natv2.supernet import build_supernet, load_supernet, save_checkpoint, sources
 from natv2.supernet.download import download
-from natv2.supernet.registry import PRETRAINED
+from natv2.supernet.sources import PRETRAINED, fetch_source
 
 SMALL = {"ks_list": [3], "expand_list": [3]}  # small; depth_list stays [2, 3, 4] (the space has 4 slots a stage)
 PHASES = ("full", "kernel", "net_width", "net_depth", "depth", "expand")
@@ -218,7 +217,7 @@ def test_url_404(tmp_path, capsys, server):
 
 def test_unreachable_url(tmp_path, capsys, monkeypatch):
     # no back-off sleeps between the retries (the real download waits 1+2+4+8 s)
-    monkeypatch.setattr(supernet_stage, "download", functools.partial(download, backoff=0.0))
+    monkeypatch.setattr(sources, "download", functools.partial(download, backoff=0.0))
     url = "http://127.0.0.1:9/x"
     rc, err = run_cli(tmp_path, capsys, source={"url": url})
     assert_clean_failure(tmp_path, rc, err, url, "connection refused")

@@ -16,7 +16,9 @@ multi = net.extract(arch, all_exits=True)     # static multi-exit net; multi.ens
 Layers: ``common`` (rounding, activations) -> ``static`` (plain modules, ``build_static``) ->
 ``elastic`` (sliced ops) -> ``blocks`` -> ``exits`` (OFAv2 exit widths/weights) -> ``ofa_mbv3``
 (the super-network, all families) -> ``families`` (``build_supernet``), ``checkpoint`` and
-``warm_start`` (OFA weights into any family).
+``warm_start`` (OFA weights into any family) -> ``sources`` (``supernet.source``: the kinds, the
+registry of released checkpoints, ``download``, the safe read, the head decision; not imported
+here).
 """
 
 from .checkpoint import (

@@ -21,6 +21,9 @@ order for unexpected/shape, network order for missing). The one tolerated gap is
 from __future__ import annotations
 
 import os
+import pickle
+import struct
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,17 @@ from .static import STATIC_FORMAT, StaticNet, build_static
 
 SUPERNET_FORMAT = "natv2-supernet"
 FORMAT_VERSION = 1
+
+#: what ``torch.load(path, weights_only=True)`` raises for a file it cannot read: I/O errors, a
+#: broken zip archive (``RuntimeError`` from torch's reader, or ``zipfile``'s), an empty or cut
+#: stream (``EOFError``), a refused or corrupt pickle -- torch's weights-only unpickler wraps only
+#: ``UnpicklingError``; a corrupt opcode stream also surfaces as ``KeyError`` / ``IndexError``
+#: (memo, stack), ``struct.error`` or ``UnicodeDecodeError`` (measured on torch 2.x). Anything
+#: else is a bug and keeps its traceback.
+READ_ERRORS: tuple[type[BaseException], ...] = (
+    OSError, RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile,
+    KeyError, IndexError, struct.error, UnicodeDecodeError,
+)
 
 #: OFA's ``OFAMobileNetV3.load_state_dict`` fall-back renames, tried in this order
 LEGACY_RENAMES: tuple[tuple[str, str], ...] = (
@@ -59,7 +73,7 @@ def _read(source: str | os.PathLike | Mapping) -> Mapping:
         raise UserError(f"checkpoint not found: {path}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling/zip errors come in many types
+    except READ_ERRORS as exc:
         raise UserError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from exc
     if not isinstance(payload, Mapping):
         raise UserError(f"checkpoint {path} holds a {type(payload).__name__}, not a dict")
