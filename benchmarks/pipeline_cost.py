@@ -2,7 +2,7 @@
 fresh copy of the project, wall time and peak memory per stage, the no-op rerun time of
 ``snakemake`` and of ``dvc repro``, and where the time of one architecture evaluation goes.
 
-1. Copies the project's workflow files (``Snakefile``, ``workflow/``, ``config/``) to
+1. Copies the project's workflow files (``workflow/``, ``config/``) to
    ``--work/project`` (a new, empty copy unless ``--reuse``) and runs
    ``snakemake --cores all --configfile CONFIG`` there; per stage, wall time (``s``) and peak RSS
    (``max_rss``) come from Snakemake's ``benchmark:`` files (``logs/benchmarks/*.tsv``).
@@ -43,7 +43,7 @@ import _common  # noqa: E402
 SCRIPT = "benchmarks/pipeline_cost.py"
 BLOCK = "pipeline_cost"
 SECTION = "## Pipeline cost"
-PROJECT_FILES = ("Snakefile", "workflow", "config")
+PROJECT_FILES = ("workflow", "config")
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
        "PYTHONUNBUFFERED": "1"}

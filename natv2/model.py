@@ -38,14 +38,11 @@ from torch import nn
 
 from natv2.errors import UserError
 from natv2.files import atomic_write, read_json, write_json
+from natv2.layout import ARCH_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE
+from natv2.train.finetune import HISTORY_COLUMNS
 
-MODEL_FILE = "model.pt"
-ARCH_FILE = "arch.json"
-HISTORY_FILE = "history.csv"
-METRICS_FILE = "metrics.json"
 EXPORT_FORMATS = ("onnx", "torchscript")
 ONNX_OPSET = 17
-HISTORY_COLUMNS = ("step", "epoch", "lr", "train_loss", "train_top1", "val_top1", "seconds")
 
 __all__ = [
     "EXPORT_FORMATS",

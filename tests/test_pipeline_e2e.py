@@ -21,7 +21,7 @@ BIN = Path(sys.executable).parent
 ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONUNBUFFERED": "1"}
 CONFIG = "config/test.yaml"
 FINAL = "results/search/round_02/archive.csv"
-PROJECT_FILES = ("Snakefile", "workflow", "config")
+PROJECT_FILES = ("workflow", "config")
 
 pytestmark = pytest.mark.slow
 

@@ -11,9 +11,13 @@ where downloads are kept.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from natv2.layout import Layout
 
 STRUCTURE = ("supernet.family", "supernet.width_mult", "supernet.ks_list", "supernet.expand_list",
              "supernet.depth_list")
@@ -56,9 +60,18 @@ def _canonical(value: Any) -> Any:
     return value
 
 
-def stage_params(cfg: Mapping[str, Any], stage: str) -> dict[str, Any]:
-    """``{dotted key: resolved value}`` of every config key ``stage`` depends on (canonical order)."""
-    return {key: _canonical(lookup(cfg, key)) for key in STAGE_KEYS[stage]}
+def stage_params(cfg: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    """``{dotted key: resolved value}`` of every config key in ``keys`` (a stage's ``keys``)."""
+    return {key: _canonical(lookup(cfg, key)) for key in keys}
+
+
+def named(paths: Sequence[str]) -> dict[str, str]:
+    """``{name: path}`` for a rule's named inputs or outputs: ``<folder>_<file>`` with every
+    non-word character as ``_`` (``round_01_archive_csv``, ``rank_0_metrics_json``)."""
+    out = {re.sub(r"\W", "_", f"{Path(p).parent.name}_{Path(p).name}"): str(p) for p in paths}
+    if len(out) != len(paths):
+        raise ValueError(f"two files of one rule get the same name: {sorted(paths)}")
+    return out
 
 
 @dataclass(frozen=True)
@@ -75,74 +88,74 @@ class Stage:
     keys: tuple[str, ...] = field(default=())
 
 
-def _round(results: str, k: int) -> str:
-    return f"{results}/search/round_{k:02d}"
+def _paths(paths) -> tuple[str, ...]:
+    return tuple(str(p) for p in paths)
 
 
-def round_outputs(results: str, k: int) -> tuple[str, ...]:
-    return tuple(f"{_round(results, k)}/{f}" for f in ("archive.csv", "candidates.csv", "stats.json", "supernet.pt"))
+def round_outputs(layout: Layout, k: int) -> tuple[str, ...]:
+    return _paths(layout.round_outputs(k))
 
 
-def round_inputs(results: str, k: int) -> tuple[str, ...]:
-    supernet = f"{results}/supernet/supernet.pt" if k == 1 else f"{_round(results, k - 1)}/supernet.pt"
-    return (f"{_round(results, k - 1)}/archive.csv", f"{_round(results, 0)}/stats.json", supernet)
+def round_inputs(layout: Layout, k: int) -> tuple[str, ...]:
+    """(previous archive.csv, round 0 stats.json, input supernet.pt) of round ``k >= 1``."""
+    return _paths((layout.archive(k - 1), layout.stats(0), layout.input_supernet(k)))
 
 
-def rank_outputs(results: str, n: int) -> tuple[str, ...]:
-    return tuple(f"{results}/finetune/rank_{n}/{f}" for f in ("model.pt", "arch.json", "history.csv", "metrics.json"))
+def rank_outputs(layout: Layout, n: int) -> tuple[str, ...]:
+    return _paths(layout.rank_outputs(n))
 
 
-REPORT_FILES = ("index.html", "pareto.png", "hypervolume.png")
+def _round_stages(layout: Layout, k: int, shards: int) -> list[Stage]:
+    """Round ``k``: one job, or propose + ``shards`` evaluate jobs + finish (scatter/gather)."""
+    ins, keys = round_inputs(layout, k), STAGE_KEYS["search_round"]
+    args = ("search-round", "--round", str(k))
+    if shards == 1:
+        return [Stage(f"search_round_{k:02d}", "search_round", args, ins, round_outputs(layout, k),
+                      keys=keys)]
+    proposed = _paths(layout.proposed(k))
+    shard_files = _paths(layout.shard(k, i) for i in range(shards))
+    out = [Stage(f"propose_{k:02d}", "search_propose", (*args, "--step", "propose"), ins, proposed,
+                 keys=keys)]
+    out += [Stage(f"evaluate_{k:02d}_{i}", "search_evaluate",
+                  (*args, "--step", "evaluate", "--shard", str(i)), (proposed[0], ins[2]),
+                  (shard_files[i],), keys=keys) for i in range(shards)]
+    out.append(Stage(f"finish_{k:02d}", "search_finish", (*args, "--step", "finish"),
+                     ins + proposed + shard_files, round_outputs(layout, k), keys=keys))
+    return out
 
 
 def stages(cfg: Mapping[str, Any]) -> list[Stage]:
     """Every job of the pipeline for ``cfg``, in a valid execution order."""
-    res = cfg["results_dir"].rstrip("/")
+    layout = Layout.from_config(cfg)
     rounds, slots, shards = int(cfg["search"]["rounds"]), int(cfg["finetune"]["slots"]), int(cfg["search"]["shards"])
     out: list[Stage] = [
-        Stage("supernet", "supernet", ("supernet",), (),
-              (f"{res}/supernet/supernet.pt", f"{res}/supernet/supernet.json"), keys=STAGE_KEYS["supernet"]),
-        Stage("init_archive", "init_archive", ("init-archive",), (f"{res}/supernet/supernet.pt",),
-              tuple(f"{_round(res, 0)}/{f}" for f in ("archive.csv", "evaluated.csv", "stats.json")),
-              keys=STAGE_KEYS["init_archive"]),
+        Stage("supernet", "supernet", ("supernet",), (), _paths((layout.supernet, layout.supernet_json)),
+              keys=STAGE_KEYS["supernet"]),
+        Stage("init_archive", "init_archive", ("init-archive",), (str(layout.supernet),),
+              round_outputs(layout, 0), keys=STAGE_KEYS["init_archive"]),
     ]
     for k in range(1, rounds + 1):
-        ins = round_inputs(res, k)
-        if shards == 1:
-            out.append(Stage(f"search_round_{k:02d}", "search_round", ("search-round", "--round", str(k)), ins,
-                             round_outputs(res, k), keys=STAGE_KEYS["search_round"]))
-            continue
-        proposed = (f"{_round(res, k)}/proposed.csv", f"{_round(res, k)}/proposed.json")
-        shard_files = tuple(f"{_round(res, k)}/shard_{i}.csv" for i in range(shards))
-        out.append(Stage(f"propose_{k:02d}", "search_propose", ("search-round", "--round", str(k), "--step", "propose"),
-                         ins, proposed, keys=STAGE_KEYS["search_round"]))
-        for i in range(shards):
-            out.append(Stage(f"evaluate_{k:02d}_{i}", "search_evaluate",
-                             ("search-round", "--round", str(k), "--step", "evaluate", "--shard", str(i)),
-                             (proposed[0], ins[2]), (shard_files[i],), keys=STAGE_KEYS["search_round"]))
-        out.append(Stage(f"finish_{k:02d}", "search_finish", ("search-round", "--round", str(k), "--step", "finish"),
-                         ins + proposed + shard_files, round_outputs(res, k), keys=STAGE_KEYS["search_round"]))
-    final = _round(res, rounds)
+        out += _round_stages(layout, k, shards)
+    final = (str(layout.archive(rounds)), str(layout.round_supernet(rounds)))
     for n in range(slots):
-        out.append(Stage(f"finetune_{n}", "finetune", ("finetune", "--rank", str(n)),
-                         (f"{final}/archive.csv", f"{final}/supernet.pt"), rank_outputs(res, n),
-                         keys=STAGE_KEYS["finetune"]))
-    out.append(Stage("report", "report", ("report",), report_inputs(res, rounds, slots),
-                     tuple(f"{res}/report/{f}" for f in REPORT_FILES),
-                     metrics=(f"{res}/report/metrics.json",), plots=(f"{res}/report/pareto.csv",),
-                     keys=STAGE_KEYS["report"]))
+        out.append(Stage(f"finetune_{n}", "finetune", ("finetune", "--rank", str(n)), final,
+                         rank_outputs(layout, n), keys=STAGE_KEYS["finetune"]))
+    out.append(Stage("report", "report", ("report",), report_inputs(layout, rounds, slots),
+                     _paths(layout.report_outputs()), metrics=(str(layout.report_metrics),),
+                     plots=(str(layout.report_plots),), keys=STAGE_KEYS["report"]))
     return out
 
 
-def report_inputs(res: str, rounds: int, slots: int) -> tuple[str, ...]:
-    files = [f"{res}/supernet/supernet.json", f"{_round(res, 0)}/evaluated.csv"]
+def report_inputs(layout: Layout, rounds: int, slots: int) -> tuple[str, ...]:
+    """Every file the report reads (:func:`natv2.report.load.load_results`)."""
+    files = [layout.supernet_json, layout.evaluated]
     for k in range(rounds + 1):
-        files += [f"{_round(res, k)}/archive.csv", f"{_round(res, k)}/stats.json"]
+        files += [layout.archive(k), layout.stats(k)]
         if k:
-            files.append(f"{_round(res, k)}/candidates.csv")
+            files.append(layout.candidates(k))
     for n in range(slots):
-        files += [f"{res}/finetune/rank_{n}/arch.json", f"{res}/finetune/rank_{n}/metrics.json"]
-    return tuple(files)
+        files += [layout.rank_arch(n), layout.rank_metrics(n)]
+    return _paths(files)
 
 
 def present_keys(raw: Mapping[str, Any], keys: Sequence[str]) -> list[str]:

@@ -1,15 +1,18 @@
-"""Stage ``report``: the HTML report, DVC metrics and plots from every result file."""
+"""Stage ``report``: the HTML report, DVC metrics and plots from the rounds and slots the config
+names (``search.rounds``, ``finetune.slots``)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from natv2.pipeline.context import results_path
+from natv2.layout import Layout
 from natv2.report import build_report
 
 
 def run_report(cfg: Mapping[str, Any]) -> dict:
     """Write ``report/{index.html, pareto.png, hypervolume.png, metrics.json, pareto.csv}``."""
-    return build_report(results_path(cfg), results_path(cfg, "report"), dict(cfg),
-                        list(cfg["report"]["param_budgets"]))
+    layout = Layout.from_config(cfg)
+    return build_report(layout.root, layout.report_dir, dict(cfg),
+                        list(cfg["report"]["param_budgets"]),
+                        rounds=int(cfg["search"]["rounds"]), slots=int(cfg["finetune"]["slots"]))

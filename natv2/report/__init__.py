@@ -1,8 +1,10 @@
 """The results report: reads a results directory, writes ``index.html`` and DVC files.
 
-``build_report(results_dir, out_dir, config, param_budgets)`` writes into ``out_dir``:
-``index.html`` (self-contained), ``pareto.png``, ``hypervolume.png``, ``metrics.json`` (DVC
-metrics) and ``pareto.csv`` (DVC plot). Same inputs give byte-identical files.
+``build_report(results_dir, out_dir, config, param_budgets, rounds=R, slots=S)`` reads search
+rounds ``0..R`` and fine-tune slots ``0..S-1`` (the config's ``search.rounds`` and
+``finetune.slots``; never found by scanning) and writes into ``out_dir``: ``index.html``
+(self-contained), ``pareto.png``, ``hypervolume.png``, ``metrics.json`` (DVC metrics) and
+``pareto.csv`` (DVC plot). Same inputs give byte-identical files.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from natv2.files import atomic_write
+from natv2.layout import REPORT_FILES, REPORT_METRICS, REPORT_PLOTS
 from natv2.report.figures import hypervolume_png, pareto_png, predictor_png
 from natv2.report.html import render_html
 from natv2.report.load import FinetuneSlot, ResultsData, load_results
@@ -20,7 +23,7 @@ from natv2.report.summary import pareto_table, report_metrics, wall_times
 
 __all__ = ["OUTPUTS", "FinetuneSlot", "ResultsData", "build_report", "load_results"]
 
-OUTPUTS = ("index.html", "pareto.png", "hypervolume.png", "metrics.json", "pareto.csv")
+OUTPUTS = (*REPORT_FILES, REPORT_METRICS, REPORT_PLOTS)
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -28,12 +31,14 @@ def _write(path: Path, data: bytes) -> None:
 
 
 def build_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
-                 config: dict, param_budgets: list[int]) -> dict[str, Any]:
-    """Build the report of ``results_dir`` into ``out_dir``; return the metrics dict.
+                 config: dict, param_budgets: list[int], *, rounds: int, slots: int
+                 ) -> dict[str, Any]:
+    """Build the report of rounds ``0..rounds`` and slots ``0..slots-1`` of ``results_dir``
+    into ``out_dir``; return the metrics dict.
 
     Raises :class:`natv2.errors.UserError` when ``search/round_00/archive.csv`` is missing.
     """
-    data = load_results(results_dir)
+    data = load_results(results_dir, rounds, slots)
     budgets = [int(b) for b in param_budgets]
     metrics = report_metrics(data, budgets)
     pareto = pareto_table(data)
@@ -47,11 +52,11 @@ def build_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _write(out / "pareto.png", figures["pareto"])
-    _write(out / "hypervolume.png", figures["hypervolume"])
-    _write(out / "pareto.csv",
-           pareto.to_csv(index=False, lineterminator="\n").encode())
-    _write(out / "metrics.json",
+    page_name, pareto_name, hv_name = REPORT_FILES
+    _write(out / pareto_name, figures["pareto"])
+    _write(out / hv_name, figures["hypervolume"])
+    _write(out / REPORT_PLOTS, pareto.to_csv(index=False, lineterminator="\n").encode())
+    _write(out / REPORT_METRICS,
            (json.dumps(metrics, indent=2, sort_keys=True, allow_nan=False) + "\n").encode())
-    _write(out / "index.html", page.encode("utf-8"))
+    _write(out / page_name, page.encode("utf-8"))
     return metrics

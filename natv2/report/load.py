@@ -1,14 +1,16 @@
 """Read a results directory (DESIGN §3) into one :class:`ResultsData` value.
 
-Only ``search/round_00/archive.csv`` is required; every other file is optional and simply
-absent from the data when it has not been written yet (no fine-tuning, no super-network
-summary, a round's ``stats.json`` missing ...).
+The caller names the rounds (``0..rounds``) and fine-tune slots (``0..slots-1``) to read, from
+the config; the paths come from :class:`natv2.layout.Layout`. Nothing is found by scanning, so
+folders left over by an earlier run with more rounds or slots are never shown. Only
+``search/round_00/archive.csv`` is required; every other file is optional and simply absent
+from the data when it has not been written yet (no fine-tuning, no super-network summary, a
+round's ``stats.json`` missing ...).
 """
 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,10 +19,8 @@ import numpy as np
 import pandas as pd
 
 from natv2.errors import UserError
+from natv2.layout import Layout
 from natv2.search.archive import ArchiveError, read_archive
-
-_ROUND_DIR = re.compile(r"^round_(\d+)$")
-_RANK_DIR = re.compile(r"^rank_(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -82,17 +82,6 @@ def _read_table(path: Path) -> pd.DataFrame:
         raise UserError(f"report: {path}: {exc}") from None
 
 
-def _numbered_dirs(parent: Path, pattern: re.Pattern[str]) -> list[tuple[int, Path]]:
-    if not parent.is_dir():
-        return []
-    found = []
-    for p in parent.iterdir():
-        m = pattern.match(p.name)
-        if m and p.is_dir():
-            found.append((int(m.group(1)), p))
-    return sorted(found)
-
-
 def _union(frames: list[pd.DataFrame]) -> pd.DataFrame:
     """Rows of ``frames`` in order, each ``arch`` once (its first evaluation)."""
     full = [f for f in frames if len(f)]
@@ -102,11 +91,11 @@ def _union(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return df.drop_duplicates(subset="arch", keep="first").reset_index(drop=True)
 
 
-def load_results(results_dir: str | Path) -> ResultsData:
-    """Read ``results_dir``; raise :class:`UserError` if ``round_00/archive.csv`` is missing."""
-    root = Path(results_dir)
-    search = root / "search"
-    first = search / "round_00" / "archive.csv"
+def load_results(results_dir: str | Path, rounds: int, slots: int) -> ResultsData:
+    """Read rounds ``0..rounds`` and fine-tune slots ``0..slots-1`` of ``results_dir``; raise
+    :class:`UserError` if ``round_00/archive.csv`` is missing."""
+    layout = Layout(Path(results_dir))
+    first = layout.archive(0)
     if not first.is_file():
         raise UserError(
             f"report: {first} does not exist; it is written by the init_archive stage "
@@ -115,36 +104,36 @@ def load_results(results_dir: str | Path) -> ResultsData:
     archives: dict[int, pd.DataFrame] = {}
     stats: dict[int, dict[str, Any]] = {}
     ordered: list[pd.DataFrame] = []  # evaluation order, for "keep the first evaluation"
-    for k, d in _numbered_dirs(search, _ROUND_DIR):
-        if not (d / "archive.csv").is_file():
+    for k in range(int(rounds) + 1):
+        if not layout.archive(k).is_file():
             continue  # a round still running: its archive is the one output that matters
-        for name in ("evaluated.csv", "candidates.csv"):
-            if (d / name).is_file():
-                ordered.append(_read_table(d / name))
-        archives[k] = _read_table(d / "archive.csv")
+        evaluations = layout.evaluated if k == 0 else layout.candidates(k)
+        if evaluations.is_file():
+            ordered.append(_read_table(evaluations))
+        archives[k] = _read_table(layout.archive(k))
         ordered.append(archives[k])
-        st = _read_json(d / "stats.json")
+        st = _read_json(layout.stats(k))
         if st is not None:
             stats[k] = st
 
     finetune: list[FinetuneSlot] = []
-    for n, d in _numbered_dirs(root / "finetune", _RANK_DIR):
-        metrics = _read_json(d / "metrics.json")
+    for n in range(int(slots)):
+        metrics = _read_json(layout.rank_metrics(n))
         if metrics is None:
             continue
-        arch = _read_json(d / "arch.json") or {}
+        arch = _read_json(layout.rank_arch(n)) or {}
         used = metrics.get("used", True) is not False
         finetune.append(FinetuneSlot(rank=n, used=used, metrics=metrics, arch=arch,
                                      reason=str(metrics.get("reason", ""))))
 
     return ResultsData(
-        results_dir=root,
+        results_dir=layout.root,
         rounds=sorted(archives),
         archives=archives,
         evaluated=_union(ordered),
         stats=stats,
         finetune=finetune,
-        supernet=_read_json(root / "supernet" / "supernet.json"),
+        supernet=_read_json(layout.supernet_json),
     )
 
 

@@ -1,11 +1,4 @@
-# natv2 workflow. Each rule is a thin call into `natv2 <stage>`; the stage graph (files and the
-# config keys each stage depends on) comes from natv2/pipeline/dag.py, which also writes dvc.yaml.
-#
-#   snakemake --cores all                                  # config/config.yaml
-#   snakemake --cores all --configfile config/cifar10.yaml # another config (files merge in order)
-#
-# The config is validated, and its defaults filled, against workflow/schemas/config.schema.yaml
-# (the schema the natv2 CLI uses) before any job runs: a bad config is one line, exit 1.
+# Shared set-up of every rule: the validated config, the natv2 command and the stage graph.
 import os
 import sys
 from pathlib import Path
@@ -25,13 +18,8 @@ envvars:
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 from natv2.config import ConfigError, load_config, merge, read_yaml  # noqa: E402
-from natv2.pipeline.dag import (  # noqa: E402
-    REPORT_FILES,
-    rank_outputs,
-    report_inputs,
-    round_inputs,
-    stage_params,
-)
+from natv2.layout import Layout  # noqa: E402
+from natv2.pipeline.dag import named, stage_params, stages  # noqa: E402
 
 CONFIG_FILES = [str(p) for p in workflow.overwrite_configfiles] or ["config/config.yaml"]
 try:
@@ -46,20 +34,20 @@ if workflow.overwrite_configfiles and dict(config) != _from_files or not workflo
              "put them in a YAML file and pass --configfile FILE")
 
 CONFIG_ARGS = " ".join(f"--config {p}" for p in CONFIG_FILES)
-RES = CFG["results_dir"].rstrip("/")
-ROUNDS = int(CFG["search"]["rounds"])
-SLOTS = int(CFG["finetune"]["slots"])
-SHARDS = int(CFG["search"]["shards"])
+LAYOUT = Layout.from_config(CFG)
+STAGES = stages(CFG)
 GPU = 0 if CFG["device"] == "cpu" else 1
 
-
-include: "workflow/rules/supernet.smk"
-include: "workflow/rules/search.smk"
-include: "workflow/rules/finetune.smk"
-include: "workflow/rules/report.smk"
-
-
-rule all:
-    default_target: True
-    input:
-        [f"{RES}/report/{name}" for name in (*REPORT_FILES, "metrics.json", "pareto.csv")],
+# What a job of each kind asks the scheduler for beyond workflow/profiles/default (mem_mb 8000,
+# runtime 720 min, gpu 0): the torch stages a GPU unless `device: cpu`, longer or shorter runtimes.
+KIND_RESOURCES = {
+    "supernet": {"runtime": 24 * 60, "gpu": GPU},
+    "init_archive": {"gpu": GPU},
+    "search_round": {"gpu": GPU},
+    "search_propose": {"runtime": 4 * 60},
+    "search_evaluate": {"runtime": 4 * 60, "gpu": GPU},
+    "search_finish": {"gpu": GPU},
+    "finetune": {"gpu": GPU},
+    "report": {"mem_mb": 2000, "runtime": 30},
+}
+KIND_THREADS = {"report": 1}

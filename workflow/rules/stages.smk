@@ -1,0 +1,24 @@
+# One rule per job of the stage graph (natv2/pipeline/dag.py, which also writes dvc.yaml): its
+# files, the config keys it depends on and the natv2 command that runs it. Nothing here knows a
+# path or a stage of its own, so Snakemake and DVC cannot drift apart.
+
+for _stage in STAGES:
+
+    rule:
+        name:
+            _stage.name
+        input:
+            **named(_stage.deps),
+        output:
+            **named(_stage.outs + _stage.metrics + _stage.plots),
+        params:
+            config_keys=stage_params(CFG, _stage.keys),
+        log:
+            f"logs/{_stage.name}.log",
+        benchmark:
+            f"logs/benchmarks/{_stage.name}.tsv"
+        threads: KIND_THREADS.get(_stage.kind, CFG["threads"])
+        resources:
+            **KIND_RESOURCES[_stage.kind],
+        shell:
+            f"natv2 {' '.join(_stage.args)} {CONFIG_ARGS} 2>&1 | tee {{log}}"
