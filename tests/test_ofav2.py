@@ -8,7 +8,6 @@ initial output.
 from __future__ import annotations
 
 import json
-import random
 import re
 
 import pytest
@@ -405,9 +404,14 @@ def test_arch_validation():
     junk["nw"][3] = 0
     with torch.no_grad():
         assert torch.equal(p.eval()(x, junk), p(x, {**base, "nw": [1] * 20}))
-    arch = b.sample_arch(random.Random(0))
-    assert b.resolve_arch(arch)["nd"] == 5
-    assert set(ee.sample_arch(random.Random(0))) == {"ks", "e", "d", "nd"}
+    # a sampled arch of a family without nd / nw gets them filled in (last exit, MBConv only)
+    arch = space("SE_B").sample(1, seed=0)[0]
+    assert arch.nd is None and arch.nw is None
+    assert b.resolve_arch(arch)["nd"] == 5 and b.resolve_arch(arch)["nw"] == [NW_MBCONV] * 20
+    # an EE arch carries its own nd (and no nw); resolving keeps it
+    arch = space("EE_B").sample(1, seed=0)[0]
+    assert arch.nd in range(1, 6) and arch.nw is None
+    assert ee.resolve_arch(arch)["nd"] == arch.nd
 
 
 # ---------------------------------------------------------------- checkpoints

@@ -6,20 +6,22 @@ The evolutionary search asks for the cheap objectives of thousands of architectu
 (~0.1-0.2 s per architecture on a CPU), far too slow for that. :class:`CostModel` gives the same
 integers from the super-network's ``static_config(arch)`` alone:
 
-* the static network is a chain of *pieces* (stem, blocks, final expand, feature mix,
-  classifier); each distinct piece config is built once, on PyTorch's ``meta`` device (shapes,
-  no storage, no initialisation), and counted with the same counters as
-  :func:`~natv2.measure.count_params` / :func:`~natv2.measure.count_macs`
-  (``FlopCounterMode``; MACs = FLOPs // 2); the MAC count of a piece is memoised per input size
-  and the piece's output size comes from the same meta forward;
+* the static network is a chain of *pieces* (stem, blocks, final expand, pool, feature mix,
+  flatten, classifier): :func:`natv2.supernet.static.static_pieces`, the very list
+  :class:`~natv2.supernet.static.StaticNet` is built from; each distinct piece (by its
+  ``spec``) is built once, on PyTorch's ``meta`` device (shapes, no storage, no
+  initialisation), and counted with the same counters as :func:`~natv2.measure.count_params` /
+  :func:`~natv2.measure.count_macs` (``FlopCounterMode``; MACs = FLOPs // 2); the MAC count of
+  a piece is memoised per input size and the piece's output size comes from the same meta
+  forward;
 * an architecture's counts are the sums over its pieces, memoised per architecture.
 
 So the numbers are exactly those of the extracted network, whatever the block does inside: a
-parallel-branch (P) block built by :class:`~natv2.supernet.static.Block` from its config is
+parallel-branch (P) block built by :class:`~natv2.supernet.layers.Block` from its config is
 counted with its branches; dense skips (D) are additions, which neither hold parameters nor
-count as MACs. A static config with parts this decomposition does not know (e.g. the early-exit
-heads of EE families) falls back to building the *whole* static network on the meta device and
-counting it (exact, slower, still memoised per architecture and weight-free).
+count as MACs. A static config that is not one chain (``is_chain``: the early-exit heads of a
+multi-exit network branch off it) falls back to building the *whole* static network on the meta
+device and counting it (exact, slower, still memoised per architecture and weight-free).
 
 Latency (:class:`LatencyModel`) must be measured: it extracts the sub-network and times it
 (:func:`~natv2.measure.latency_ms`), once per distinct architecture. It is slow (milliseconds
@@ -38,14 +40,12 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from natv2.supernet.static import build_static, is_chain, static_pieces
+
 from .counting import count_params
 from .latency import latency_ms
 
 META = torch.device("meta")
-
-# top-level keys of a static config that carry no module (or that the pieces below consume)
-_KNOWN_KEYS = frozenset({"format", "family", "width_mult", "arch", "bn", "stem", "blocks",
-                         "stages", "final_expand", "feature_mix", "classifier"})
 
 
 def _freeze(value: Any) -> Hashable:
@@ -66,50 +66,6 @@ def _flops_forward(module: nn.Module, x: torch.Tensor) -> tuple[int, torch.Size]
     if flops % 2:
         raise AssertionError(f"FlopCounterMode returned an odd FLOP count {flops}")
     return flops // 2, out.shape
-
-
-class _Pool(nn.Module):
-    """Global average pool with OFA's two successive means (no MACs)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mean(3, keepdim=True).mean(2, keepdim=True)
-
-
-class _Flatten(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.flatten(x, 1)
-
-
-def _pieces(config: dict[str, Any]) -> list[tuple[Hashable, Callable[[], nn.Module]]]:
-    """The chain of pieces of an SE static config, each as ``(key, builder)``."""
-    from natv2.supernet.static import Block, conv_bn_act
-
-    bn = config["bn"]
-    stem, fe, fm, cl = (config["stem"], config["final_expand"], config["feature_mix"],
-                        config["classifier"])
-    bn_key = _freeze(bn)
-    out: list[tuple[Hashable, Callable[[], nn.Module]]] = [
-        (("stem", _freeze(stem), bn_key),
-         lambda: conv_bn_act(stem["in_channels"], stem["out_channels"], stem["kernel_size"],
-                             stem["stride"], stem["act"], bn)),
-    ]
-    for b in config["blocks"]:
-        out.append((("block", _freeze(b), bn_key), lambda b=b: Block(b, bn)))
-    out += [
-        (("final_expand", _freeze(fe), bn_key),
-         lambda: conv_bn_act(fe["in_channels"], fe["out_channels"], 1, 1, fe["act"], bn)),
-        (("pool",), _Pool),
-        (("feature_mix", _freeze(fm)),
-         lambda: conv_bn_act(fm["in_channels"], fm["out_channels"], 1, 1, fm["act"], None)),
-        (("flatten",), _Flatten),
-        (("classifier", cl["in_features"], cl["out_features"]),
-         lambda: nn.Linear(cl["in_features"], cl["out_features"], bias=True)),
-    ]
-    return out
-
-
-def _decomposable(config: dict[str, Any]) -> bool:
-    return set(config) <= _KNOWN_KEYS
 
 
 class CostModel:
@@ -142,8 +98,6 @@ class CostModel:
 
     def _whole(self, config: dict[str, Any], resolution: int) -> tuple[int, int]:
         """Fallback: build the whole static network on the meta device and count it."""
-        from natv2.supernet.static import build_static
-
         with torch.device(META):
             net = build_static(config)
         macs, _ = _flops_forward(net, torch.zeros(1, self.in_channels, resolution, resolution,
@@ -161,13 +115,13 @@ class CostModel:
         if hit is not None:
             return hit
         config = self.supernet.static_config(arch)
-        if not _decomposable(config):
+        if not is_chain(config):
             result = self._whole(config, r)
         else:
             params = macs = 0
             shape: tuple[int, ...] = (1, self.in_channels, r, r)
-            for key, build in _pieces(config):
-                p, m, shape = self._piece(key, build, shape)
+            for piece in static_pieces(config):
+                p, m, shape = self._piece(_freeze(piece.spec), piece.build, shape)
                 params += p
                 macs += m
             result = (params, macs)

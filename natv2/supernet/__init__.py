@@ -13,7 +13,8 @@ outs = net(x, arch, all_exits=True)           # logits of exits 1..nd (arch.nd, 
 multi = net.extract(arch, all_exits=True)     # static multi-exit net; multi.ensemble(x)
 ```
 
-Layers: ``common`` (rounding, activations) -> ``static`` (plain modules, ``build_static``) ->
+Layers: ``common`` (rounding, activations) -> ``layers`` (plain modules) -> ``static`` (the one
+static-structure builder ``static_pieces``, ``StaticNet``, ``build_static``) ->
 ``elastic`` (sliced ops) -> ``blocks`` -> ``exits`` (OFAv2 exit widths/weights) -> ``ofa_mbv3``
 (the super-network, all families) -> ``families`` (``build_supernet``), ``checkpoint`` and
 ``warm_start`` (OFA weights into any family) -> ``sources`` (``supernet.source``: the kinds, the

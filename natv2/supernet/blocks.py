@@ -33,7 +33,7 @@ from .elastic import (
     ElasticSE,
     copy_state,
 )
-from .static import Block, MBConv, conv1x1_branch, sum_tensors, transform_branch
+from .layers import Block, MBConv, conv1x1_branch, sum_tensors, transform_branch
 
 __all__ = ["Block", "ElasticBlock", "ElasticMBConv", "MBConv"]
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .common import centre_crop_bounds, se_mid_channels
-from .static import SqueezeExcite
+from .layers import SqueezeExcite, global_avg_pool
 
 M = TypeVar("M", bound=nn.Module)
 
@@ -235,7 +235,7 @@ class ElasticSE(nn.Module):
         _check_width("ElasticSE", c, self.max_channels)
         mid = self.active_mid(c)
         reduce, expand = self.fc["reduce"], self.fc["expand"]
-        y = x.mean(3, keepdim=True).mean(2, keepdim=True)  # OFA's pooling order
+        y = global_avg_pool(x)
         y = F.relu(F.conv2d(y, reduce.weight[:mid, :c], reduce.bias[:mid]))
         y = F.hardsigmoid(F.conv2d(y, expand.weight[:c, :mid], expand.bias[:c]))
         return x * y

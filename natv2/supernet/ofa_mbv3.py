@@ -10,7 +10,7 @@ OFAv2 families (Sarti et al. 2023; facts from the authors' ``OFA_mbv3_extended``
 every OFA tensor under the same key and add only new ones, so an OFA checkpoint warm-starts
 any family (:mod:`.warm_start`):
 
-* **D** adds no parameters: blocks of a stage are routed by :func:`.static.stage_input`.
+* **D** adds no parameters: blocks of a stage are routed by :func:`.layers.stage_input`.
 * **P** adds ``blocks.N.conv1x1.*`` and ``blocks.N.transform.*`` to every elastic block.
 * **EE** adds ``early_exits.0..3`` (exits after stages 1..4, :class:`.static.ExitHead`); the exit
   after stage 5 is OFA's own ``final_expand_layer`` / ``feature_mix_layer`` / ``classifier``.
@@ -24,7 +24,6 @@ concurrent callers and there is nothing to forget to reset.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -37,15 +36,8 @@ from .blocks import ElasticBlock
 from .common import he_fout_init, make_divisible
 from .elastic import copy_state
 from .exits import default_exit_weights, early_exit_widths
-from .static import (
-    STATIC_FORMAT,
-    Block,
-    ExitHead,
-    StaticNet,
-    conv_bn_act,
-    head_forward,
-    stage_input,
-)
+from .layers import Block, stage_input
+from .static import STATIC_FORMAT, ExitHead, StaticNet, head_forward, head_modules, stem_module
 
 # MobileNetV3 constants as in OFA (base widths before the width multiplier).
 STEM_WIDTH = 16
@@ -128,7 +120,9 @@ class SuperNet(nn.Module):
 
         bn = self._bn_config()
         stem, first = w(STEM_WIDTH), w(FIRST_BLOCK_WIDTH)
-        self.first_conv = conv_bn_act(3, stem, 3, 2, "h_swish", bn)
+        self._stem_config = {"in_channels": 3, "out_channels": stem, "kernel_size": 3, "stride": 2,
+                             "act": "h_swish"}
+        self.first_conv = stem_module(self._stem_config, bn)
         # fixed first block: MBConv expand 1, k3, relu, stride 1, no SE (static, as in OFA and
         # the thesis' head stage: no parallel branches, outside the dense routing)
         self._first_block_config = {
@@ -154,12 +148,9 @@ class SuperNet(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.final_expand_width = w(FINAL_EXPAND_WIDTH)
         self.feature_mix_width = w(FEATURE_MIX_WIDTH)
-        self.final_expand_layer = conv_bn_act(in_ch, self.final_expand_width, 1, 1, "h_swish", bn)
-        self.feature_mix_layer = conv_bn_act(self.final_expand_width, self.feature_mix_width, 1,
-                                             1, "h_swish", None)
-        self.classifier = nn.Sequential()
-        self.classifier.add_module("dropout", nn.Dropout(self.dropout))
-        self.classifier.add_module("linear", nn.Linear(self.feature_mix_width, self.n_classes))
+        # OFA's head (the last exit): final_expand_layer, feature_mix_layer, classifier
+        for name, module in head_modules(self.exit_config(self.n_stages), bn).items():
+            self.add_module(name, module)
         if self.early_exit:
             # exits after stages 1..n-1; the last exit is the head above (OFA's)
             self.early_exits = nn.ModuleList(
@@ -223,29 +214,6 @@ class SuperNet(nn.Module):
             arch["nd"] = self.n_stages
         if self.parallel:
             arch["nw"] = [NW_ALL] * n
-        return arch
-
-    def smallest_arch(self) -> dict[str, Any]:
-        n = self.n_stages * self.max_depth
-        arch: dict[str, Any] = {"ks": [self.ks_list[0]] * n, "e": [self.expand_list[0]] * n,
-                                "d": [self.depth_list[0]] * self.n_stages}
-        if self.early_exit:
-            arch["nd"] = 1
-        if self.parallel:
-            arch["nw"] = [NW_MBCONV] * n  # the space's smallest (MBConv branch only)
-        return arch
-
-    def sample_arch(self, rng: random.Random) -> dict[str, Any]:
-        """A uniformly random sub-network drawn with ``rng`` (the caller's generator, never a
-        global one): every slot's ks/e (and nw), every stage's depth (and nd)."""
-        n = self.n_stages * self.max_depth
-        arch: dict[str, Any] = {"ks": [rng.choice(self.ks_list) for _ in range(n)],
-                                "e": [rng.choice(self.expand_list) for _ in range(n)],
-                                "d": [rng.choice(self.depth_list) for _ in range(self.n_stages)]}
-        if self.early_exit:
-            arch["nd"] = rng.randint(1, self.n_stages)
-        if self.parallel:
-            arch["nw"] = [rng.randint(1, NW_ALL) for _ in range(n)]
         return arch
 
     def resolve_arch(self, arch: Any = None) -> dict[str, Any]:
@@ -356,7 +324,6 @@ class SuperNet(nn.Module):
                 blocks.append(block.static_config(in_ch, ks, e, nw if self.parallel else None))
                 stages[-1].append(len(blocks) - 1)
                 in_ch = block.out_channels
-        stem = self.first_conv.conv
         arch_out: dict[str, Any] = {"ks": list(a["ks"]), "e": list(a["e"]), "d": list(a["d"])}
         if self.early_exit:
             arch_out["nd"] = a["nd"]
@@ -367,8 +334,7 @@ class SuperNet(nn.Module):
             "format": STATIC_FORMAT, "family": self.family, "width_mult": self.width_mult,
             "arch": arch_out,
             "bn": self._bn_config(),
-            "stem": {"in_channels": 3, "out_channels": stem.out_channels, "kernel_size": 3,
-                     "stride": 2, "act": "h_swish"},
+            "stem": dict(self._stem_config),
             "blocks": blocks, "stages": stages,
             "final_expand": head["final_expand"],
             "feature_mix": head["feature_mix"],

@@ -7,223 +7,116 @@ its ``state_dict`` keys, are those of OFA's ``MobileNetV3`` sub-network
 ``blocks.3.conv.depth_conv.se.fc.reduce.weight``, ``classifier.linear.weight``, ... so weights of
 OFA/NAT sub-networks load 1:1.
 
+One static-structure builder: :func:`static_pieces` turns a static config into the ordered
+chain of named pieces (stem, blocks, head with its pool and flatten); :class:`StaticNet` is built
+from it and the cost model (:mod:`natv2.measure.cost`) counts it piece by piece. The modules
+themselves are in :mod:`.layers`.
+
 ``build_static(config)`` rebuilds a network from ``net.config()`` (OFA's symmetric
 ``config`` / ``build_from_config`` idea), which is how fine-tuned models are saved and reloaded.
 
 OFAv2 families (Sarti et al.; facts from the authors' ``OFA_mbv3_extended`` code) reuse the same
-modules and config:
-
-* **P** blocks carry ``"nw"`` (the branch mask, bits of :mod:`natv2.space.arch`) and build only
-  the active branches beside ``conv``: ``conv1x1`` (1x1 conv, stride of the block, BN, act: the
-  thesis' ``ConvLayer``) and ``transform`` (max-pool ``k=s=stride, ceil_mode`` when strided,
-  1x1 conv *with bias* when the width changes, BN, act: the thesis' ``TransformationLayer``).
-  As in the thesis, the identity shortcut belongs to the MBConv branch
-  (``ResidualBlock(mbconv, shortcut)`` is branch 0 of its parallel group).
-* **D** (``family`` has a D) routes blocks per stage with :func:`stage_input`.
-* **EE** single-exit nets keep the exit they end with at top level (``final_expand_layer`` ...),
-  so a net at ``nd=5`` has OFA's key layout; multi-exit nets add ``early_exits`` (one
-  :class:`ExitHead` per earlier exit) and return the list of logits of exits ``1..nd``.
+modules and config: **P** blocks carry ``"nw"`` (:class:`.layers.Block`), **D** routes blocks per
+stage with :func:`.layers.stage_input`, and **EE** single-exit nets keep the exit they end with at
+top level (``final_expand_layer`` ...), so a net at ``nd=5`` has OFA's key layout; multi-exit
+nets add ``early_exits`` (one :class:`ExitHead` per earlier exit) and return the list of logits
+of exits ``1..nd``.
 """
 
 from __future__ import annotations
 
 import copy
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from natv2.space.arch import FAMILIES, NW_CONV1X1, NW_MBCONV, NW_TRANSFORM, has_dense
+from natv2.space.arch import FAMILIES, has_dense
 
-from .common import build_activation
+from .layers import Block, GlobalAvgPool, conv_bn_act, global_avg_pool, stage_input, sum_tensors
 
 STATIC_FORMAT = "natv2-static"
 
 
-def _bn(channels: int, bn: dict[str, float]) -> nn.BatchNorm2d:
-    return nn.BatchNorm2d(channels, eps=bn["eps"], momentum=bn["momentum"])
+@dataclass(frozen=True)
+class Piece:
+    """One link of a static network's chain (:func:`static_pieces`), in forward order.
+
+    ``name``: the module's path in :class:`StaticNet` (its ``state_dict`` prefix), or ``None``
+    for a parameter-free link the forward applies as a function (pool, flatten). ``spec``: a
+    JSON-like value that determines the module (equal specs build equal modules; the cost model
+    memoises on it). ``build()``: a fresh module on the current default device.
+    """
+
+    name: str | None
+    spec: Any
+    build: Callable[[], nn.Module]
 
 
-def conv_bn_act(in_channels: int, out_channels: int, kernel_size: int, stride: int, act: str,
-                bn: dict[str, float] | None, groups: int = 1) -> nn.Sequential:
-    """OFA's ``ConvLayer`` (weight -> BN -> act) as a plain ``nn.Sequential`` with the same
-    child names (``conv``, ``bn``, ``act``); ``bn=None`` leaves BN out (the feature-mix layer)."""
-    layers: list[tuple[str, nn.Module]] = [
-        ("conv", nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2,
-                           groups=groups, bias=False)),
+def stem_module(stem: dict[str, Any], bn: dict[str, float]) -> nn.Sequential:
+    """The first convolution (``first_conv``) of a stem config."""
+    return conv_bn_act(stem["in_channels"], stem["out_channels"], stem["kernel_size"],
+                       stem["stride"], stem["act"], bn)
+
+
+def _classifier(cl: dict[str, Any]) -> nn.Sequential:
+    return nn.Sequential(OrderedDict([
+        ("dropout", nn.Dropout(cl["dropout"])),
+        ("linear", nn.Linear(cl["in_features"], cl["out_features"], bias=True)),
+    ]))
+
+
+def head_pieces(config: dict[str, Any], bn: dict[str, float]) -> list[Piece]:
+    """OFA's head of a head config (keys ``final_expand``, ``feature_mix``, ``classifier``):
+    ``final_expand_layer`` -> global average pool -> ``feature_mix_layer`` (no BN, no bias, as
+    OFA) -> flatten -> ``classifier`` (dropout + linear); :func:`head_forward` runs it."""
+    fe, fm, cl = config["final_expand"], config["feature_mix"], config["classifier"]
+    return [
+        Piece("final_expand_layer", ("final_expand", fe, bn),
+              lambda: conv_bn_act(fe["in_channels"], fe["out_channels"], 1, 1, fe["act"], bn)),
+        Piece(None, ("pool",), GlobalAvgPool),
+        Piece("feature_mix_layer", ("feature_mix", fm),
+              lambda: conv_bn_act(fm["in_channels"], fm["out_channels"], 1, 1, fm["act"], None)),
+        Piece(None, ("flatten",), nn.Flatten),
+        Piece("classifier", ("classifier", cl), lambda: _classifier(cl)),
     ]
-    if bn is not None:
-        layers.append(("bn", _bn(out_channels, bn)))
-    if act != "none":
-        layers.append(("act", build_activation(act)))
-    return nn.Sequential(OrderedDict(layers))
 
 
-class SqueezeExcite(nn.Module):
-    """OFA's ``SEModule``: global mean -> 1x1 reduce (bias) -> ReLU -> 1x1 expand (bias) ->
-    hard-sigmoid -> scale. ``fc`` keeps OFA's child names (``reduce``, ``relu``, ``expand``,
-    ``h_sigmoid``), so keys are ``se.fc.reduce.weight`` etc."""
-
-    def __init__(self, channels: int, mid_channels: int):
-        super().__init__()
-        self.channels = channels
-        self.mid_channels = mid_channels
-        self.fc = nn.Sequential(OrderedDict([
-            ("reduce", nn.Conv2d(channels, mid_channels, 1, 1, 0, bias=True)),
-            ("relu", nn.ReLU()),
-            ("expand", nn.Conv2d(mid_channels, channels, 1, 1, 0, bias=True)),
-            ("h_sigmoid", nn.Hardsigmoid()),
-        ]))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # OFA pools with two successive means; same order here for bit-level closeness.
-        y = x.mean(3, keepdim=True).mean(2, keepdim=True)
-        return x * self.fc(y)
-
-
-class MBConv(nn.Module):
-    """Static inverted-residual body (OFA's ``MBConvLayer``), built from a block config.
-
-    Config keys: ``in_channels``, ``out_channels``, ``kernel_size``, ``stride``,
-    ``expand_ratio`` (1 = no inverted bottleneck, as in OFA), ``mid_channels``, ``act``,
-    ``se_channels`` (0 = no squeeze-excite), ``residual`` (used by :class:`Block`).
-    """
-
-    def __init__(self, config: dict[str, Any], bn: dict[str, float]):
-        super().__init__()
-        c = config
-        mid = c["mid_channels"]
-        if c["expand_ratio"] == 1:
-            if mid != c["in_channels"]:
-                raise ValueError(f"expand_ratio 1 needs mid_channels == in_channels, got {c}")
-            self.inverted_bottleneck = None
-        else:
-            self.inverted_bottleneck = conv_bn_act(c["in_channels"], mid, 1, 1, c["act"], bn)
-        depth = conv_bn_act(mid, mid, c["kernel_size"], c["stride"], c["act"], bn, groups=mid)
-        if c["se_channels"]:
-            depth.add_module("se", SqueezeExcite(mid, c["se_channels"]))
-        self.depth_conv = depth
-        self.point_linear = conv_bn_act(mid, c["out_channels"], 1, 1, "none", bn)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.inverted_bottleneck is not None:
-            x = self.inverted_bottleneck(x)
-        return self.point_linear(self.depth_conv(x))
-
-
-def transform_branch(in_channels: int, out_channels: int, stride: int, act: str,
-                     bn: dict[str, float]) -> nn.Sequential:
-    """The P families' "transformation" branch (the thesis' ``TransformationLayer``): max-pool
-    (kernel = stride = ``stride``, ``ceil_mode=True``) when strided, a 1x1 conv *with bias* (a
-    plain ``nn.Conv2d``, as in the thesis) when the width changes, then BN and the activation."""
-    layers: list[tuple[str, nn.Module]] = []
-    if stride > 1:
-        layers.append(("pool", nn.MaxPool2d(stride, stride, ceil_mode=True)))
-    if in_channels != out_channels:
-        layers.append(("conv", nn.Conv2d(in_channels, out_channels, 1, bias=True)))
-    layers.append(("bn", _bn(out_channels, bn)))
-    layers.append(("act", build_activation(act)))
-    return nn.Sequential(OrderedDict(layers))
-
-
-def conv1x1_branch(in_channels: int, out_channels: int, stride: int, act: str,
-                   bn: dict[str, float]) -> nn.Sequential:
-    """The P families' 1x1 branch (the thesis' ``ConvLayer(k=1, stride, act)``: conv without
-    bias, BN, activation)."""
-    return conv_bn_act(in_channels, out_channels, 1, stride, act, bn)
-
-
-def sum_tensors(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Out-of-place sum in list order (one tensor comes back as is)."""
-    out = tensors[0]
-    for t in tensors[1:]:
-        out = out + t
-    return out
-
-
-def stage_input(stage_in: torch.Tensor, outputs: Sequence[torch.Tensor],
-                dense: bool) -> torch.Tensor:
-    """Input of the next block of a stage (or the stage output once every block ran), given the
-    stage input and the outputs of the blocks run so far.
-
-    Plain: the last output. Dense (D families), the thesis' ``get_input_tensor``: with
-    ``n = len(outputs)`` blocks done, ``n <= 2`` gives the last output (or the stage input),
-    else ``outputs[n-1] + outputs[0] + ... + outputs[n-3]`` -- block ``j`` (1-based, j >= 4)
-    gets block ``j-1``'s output plus those of blocks ``1..j-3``. Block 3 gets block 2's output
-    only; a stage of depth 3 outputs ``out3 + out1``, of depth 4 ``out4 + out1 + out2``. (Our
-    reading of why ``j-2`` is left out: its output already reaches block ``j`` through block
-    ``j-1``'s identity shortcut.) The rule is the thesis', not DESIGN section 1's first sketch
-    ("blocks 1..j-2"). Departure: the thesis adds in place (``+=``); we sum out of place.
-    """
-    if not outputs:
-        return stage_in
-    n = len(outputs)
-    if not dense or n <= 2:
-        return outputs[-1]
-    return sum_tensors([outputs[-1], *outputs[: n - 2]])
-
-
-class Block(nn.Module):
-    """OFA's ``ResidualBlock``: ``conv(x) (+ x when residual)``. The body lives in ``.conv`` so
-    keys read ``blocks.N.conv....`` as in OFA.
-
-    P families: a config with ``"nw"`` builds only the active branches (``conv``, ``conv1x1``,
-    ``transform``; absent ones are ``None``) and sums their outputs in that order; the identity
-    shortcut is part of the MBConv branch (thesis: ``ResidualBlock`` is the first branch).
-    """
-
-    def __init__(self, config: dict[str, Any], bn: dict[str, float]):
-        super().__init__()
-        c = config
-        self.residual = bool(c["residual"])
-        nw = int(c.get("nw", NW_MBCONV))
-        if not 1 <= nw <= 7:
-            raise ValueError(f"block branch mask nw must be in 1..7, got {nw}")
-        self.nw = nw
-        self.conv = MBConv(c, bn) if nw & NW_MBCONV else None
-        self.conv1x1 = (conv1x1_branch(c["in_channels"], c["out_channels"], c["stride"],
-                                       c["act"], bn) if nw & NW_CONV1X1 else None)
-        self.transform = (transform_branch(c["in_channels"], c["out_channels"], c["stride"],
-                                           c["act"], bn) if nw & NW_TRANSFORM else None)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        outs = []
-        if self.conv is not None:
-            y = self.conv(x)
-            outs.append(y + x if self.residual else y)
-        if self.conv1x1 is not None:
-            outs.append(self.conv1x1(x))
-        if self.transform is not None:
-            outs.append(self.transform(x))
-        return sum_tensors(outs)
+def head_modules(config: dict[str, Any], bn: dict[str, float]) -> dict[str, nn.Module]:
+    """The named modules of :func:`head_pieces`, built in order."""
+    return {p.name: p.build() for p in head_pieces(config, bn) if p.name is not None}
 
 
 def head_forward(final_expand: nn.Module, feature_mix: nn.Module, classifier: nn.Module,
                  x: torch.Tensor) -> torch.Tensor:
-    """OFA's head: final expand -> global average pool -> feature mix -> flatten -> classifier."""
-    x = final_expand(x)
-    x = x.mean(3, keepdim=True).mean(2, keepdim=True)  # global average pool, OFA's order
-    x = feature_mix(x)
-    x = torch.flatten(x, 1)
-    return classifier(x)
+    """The chain of :func:`head_pieces` with these modules (final expand -> pool -> feature mix
+    -> flatten -> classifier)."""
+    x = global_avg_pool(final_expand(x))
+    return classifier(torch.flatten(feature_mix(x), 1))
 
 
-def head_modules(config: dict[str, Any], bn: dict[str, float]) -> dict[str, nn.Module]:
-    """``final_expand_layer``, ``feature_mix_layer`` (no BN, no bias, as OFA) and ``classifier``
-    (dropout + linear) of a head config (keys ``final_expand``, ``feature_mix``, ``classifier``)."""
-    fe, fm, cl = config["final_expand"], config["feature_mix"], config["classifier"]
-    return {
-        "final_expand_layer": conv_bn_act(fe["in_channels"], fe["out_channels"], 1, 1,
-                                          fe["act"], bn),
-        "feature_mix_layer": conv_bn_act(fm["in_channels"], fm["out_channels"], 1, 1,
-                                         fm["act"], None),
-        "classifier": nn.Sequential(OrderedDict([
-            ("dropout", nn.Dropout(cl["dropout"])),
-            ("linear", nn.Linear(cl["in_features"], cl["out_features"], bias=True)),
-        ])),
-    }
+def static_pieces(config: dict[str, Any]) -> list[Piece]:
+    """The chain of the static network of ``config``, in forward order: stem, every block, the
+    head (of the last exit). :class:`StaticNet` is built from it and the cost model
+    (:mod:`natv2.measure.cost`) counts it piece by piece.
+
+    Dense skips (D) are sums between the blocks of a stage, no piece (an addition holds no
+    parameter and is no MAC); early exits branch off the chain and are not in it
+    (:func:`is_chain`).
+    """
+    bn, stem = config["bn"], config["stem"]
+    pieces = [Piece("first_conv", ("stem", stem, bn), lambda: stem_module(stem, bn))]
+    pieces += [Piece(f"blocks.{i}", ("block", b, bn), lambda b=b: Block(b, bn))
+               for i, b in enumerate(config["blocks"])]
+    return pieces + head_pieces(config, bn)
+
+
+def is_chain(config: dict[str, Any]) -> bool:
+    """Whether :func:`static_pieces` is the whole network of ``config`` (no early exits)."""
+    return not config.get("early_exits")
 
 
 class ExitHead(nn.Module):
@@ -260,13 +153,12 @@ class StaticNet(nn.Module):
         _check_static_config(config)
         self._config = copy.deepcopy(config)
         bn = config["bn"]
-        stem = config["stem"]
         self.dense = has_dense(config["family"])
-        self.first_conv = conv_bn_act(stem["in_channels"], stem["out_channels"],
-                                      stem["kernel_size"], stem["stride"], stem["act"], bn)
-        self.blocks = nn.ModuleList(Block(b, bn) for b in config["blocks"])
+        built = {p.name: p.build() for p in static_pieces(config) if p.name is not None}
+        self.first_conv = built.pop("first_conv")
+        self.blocks = nn.ModuleList(built.pop(f"blocks.{i}") for i in range(len(config["blocks"])))
         self._n_pre_blocks = len(config["blocks"]) - sum(len(s) for s in config["stages"])
-        for name, module in head_modules(config, bn).items():
+        for name, module in built.items():  # the head
             self.add_module(name, module)
         self.multi_exit = "early_exits" in config
         if self.multi_exit:
