@@ -45,12 +45,9 @@ import _common  # noqa: E402
 
 from natv2.config import load_config  # noqa: E402
 from natv2.errors import UserError  # noqa: E402
-from natv2.pipeline.search_stage import (  # noqa: E402
-    round_dir,
-    run_init_archive,
-    run_search_round,
-)
-from natv2.search import archive_hypervolume, objectives, read_archive  # noqa: E402
+from natv2.layout import Layout  # noqa: E402
+from natv2.pipeline.search_stage import run_init_archive, run_search_round  # noqa: E402
+from natv2.search import Reference, archive_hypervolume, read_archive  # noqa: E402
 
 SCRIPT = "benchmarks/search_quality.py"
 BLOCK = "search_quality"
@@ -148,7 +145,7 @@ def run_one(cfg, rounds: int) -> list[dict[str, Any]]:
     """init-archive and rounds 1..R (each skipped when its stats.json exists); their stats."""
     stats = []
     for k in range(rounds + 1):
-        path = round_dir(cfg, k) / "stats.json"
+        path = Layout.from_config(cfg).stats(k)
         if not path.is_file():
             if k == 0:
                 run_init_archive(cfg, show_progress=False)
@@ -161,17 +158,14 @@ def run_one(cfg, rounds: int) -> list[dict[str, Any]]:
 # -------------------------------------------------------------------------- analysis
 
 
-def fixed_reference(results_dirs: Sequence[Path]) -> dict[str, list[float]]:
-    """Ideal/nadir over every run's round-0 evaluations, reference = 1.01 x normalised nadir."""
-    frames = [read_archive(r / "search" / "round_00" / "evaluated.csv") for r in results_dirs]
-    F = objectives(pd.concat(frames, ignore_index=True), OBJECTIVES)
-    ideal, nadir = F.min(axis=0), F.max(axis=0)
-    span = np.where(nadir > ideal, nadir - ideal, 1.0)
-    return {"ideal": ideal.tolist(), "nadir": nadir.tolist(),
-            "reference_point": (ideal + 1.01 * span).tolist()}
+def fixed_reference(results_dirs: Sequence[Path]) -> Reference:
+    """The hypervolume rule (:mod:`natv2.search.hypervolume`) over every run's round-0
+    evaluations: one reference for all compared runs."""
+    frames = [read_archive(Layout(r).evaluated) for r in results_dirs]
+    return Reference.of_archive(pd.concat(frames, ignore_index=True), OBJECTIVES)
 
 
-def run_curve(results: Path, stats: list[dict[str, Any]], ref: Mapping[str, Any]
+def run_curve(results: Path, stats: list[dict[str, Any]], ref: Reference
               ) -> dict[str, Any]:
     """Per round: new evaluations so far, evaluator calls so far, hypervolume of the archive."""
     new, calls, hv = [], [], []
@@ -179,7 +173,7 @@ def run_curve(results: Path, stats: list[dict[str, Any]], ref: Mapping[str, Any]
     for k, st in enumerate(stats):
         n_new += int(st["n_evaluated"] if k == 0 else st["n_candidates"])
         n_calls += int(st["n_evaluated"])
-        archive = read_archive(results / "search" / f"round_{k:02d}" / "archive.csv")
+        archive = read_archive(Layout(results).archive(k))
         new.append(n_new)
         calls.append(n_calls)
         hv.append(archive_hypervolume(archive, OBJECTIVES, ref))
@@ -309,7 +303,7 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
 
 def markdown_block(command: str, args: argparse.Namespace, cfg, budget: int,
                    rows: list[dict[str, Any]], runs: list[dict[str, Any]],
-                   ref: Mapping[str, Any], seconds: float, load: str, plot_link: str) -> str:
+                   ref: Reference, seconds: float, load: str, plot_link: str) -> str:
     s = cfg["search"]
     budgets = list(cfg["report"]["param_budgets"])
     return _common.block(
@@ -321,8 +315,8 @@ def markdown_block(command: str, args: argparse.Namespace, cfg, budget: int,
         f"{s['n_gen']}), one trained super-network for every run, search seeds "
         f"{', '.join(map(str, args.seeds))}. Equal budget: {budget} architectures evaluated per "
         f"run (initial archive + candidates). Hypervolume reference (raw units, fixed for all "
-        f"runs): ideal top-1 error {ref['ideal'][0]:.2f}% / {ref['ideal'][1]:,.0f} params, "
-        f"nadir {ref['nadir'][0]:.2f}% / {ref['nadir'][1]:,.0f} params. Values are mean ± "
+        f"runs): ideal top-1 error {ref.ideal[0]:.2f}% / {ref.ideal[1]:,.0f} params, "
+        f"nadir {ref.nadir[0]:.2f}% / {ref.nadir[1]:,.0f} params. Values are mean ± "
         f"standard deviation over seeds; evaluator calls include the re-evaluations after each "
         f"adaptation.",
         "",
@@ -385,7 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = summarise(runs, list(base["report"]["param_budgets"]))
     print(table(rows, list(base["report"]["param_budgets"])))
     print("\n".join(verdicts(rows)))
-    summary = {"budget": budget, "reference": ref, "runs": [
+    summary = {"budget": budget, "reference": ref.as_dict(), "runs": [
         {"variant": r["variant"], "seed": r["seed"], "results": str(r["results"]),
          "curve": r["curve"], "seconds": r["seconds"], "kendall": r["kendall"]} for r in runs]}
     args.work.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Atomic file writes: nothing natv2 writes is ever left half-written.
+"""Atomic file writes (nothing natv2 writes is ever left half-written), JSON, error lines.
 
 One place for the temp-file-then-rename idiom, used by every layer (archives, checkpoints,
 reports, stage outputs). A low-level module: it imports nothing from natv2.
@@ -48,3 +48,10 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message (its type name if it has none): what a
+    one-line user error quotes of a library's multi-line message."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__

@@ -1,4 +1,5 @@
-"""Policies with a closed-form oracle (no torch): init, update, two search rounds, determinism."""
+"""Policies with a closed-form oracle (no torch): init, update, two search rounds through the
+round the search stage runs (natv2.search.round.run_round), determinism, hypervolume."""
 
 import math
 
@@ -7,18 +8,9 @@ import pandas as pd
 import pytest
 
 from natv2.search.archive import objectives
-from natv2.search.policies import (
-    POLICY_DEFAULTS,
-    archive_stats,
-    hv_reference,
-    hypervolume,
-    init_archive,
-    init_archive_nat,
-    init_archive_natv2,
-    resolve_settings,
-    search_round_core,
-    update_archive,
-)
+from natv2.search.hypervolume import Reference, archive_hypervolume
+from natv2.search.policy import PRESETS, Policy
+from natv2.search.round import run_round
 from natv2.search.survival import pareto_front_mask
 from natv2.space import SearchSpace
 
@@ -46,21 +38,40 @@ def cheap(X):
     return np.array([[_params(SPACE.from_vector(v))] for v in X], dtype=float)
 
 
-SMALL = dict(pop_size=20, n_gen=5, subset_pop_size=30, subset_n_gen=10, n_doe=N_DOE)
+SMALL = dict(pop_size=20, n_gen=5, subset_pop_size=30, subset_n_gen=10)
 
 
-def test_policy_defaults():
-    assert POLICY_DEFAULTS["nat"]["candidates"] == 8 and POLICY_DEFAULTS["nat"]["predictor"] == "as"
-    v2 = POLICY_DEFAULTS["natv2"]
-    assert (v2["candidates"], v2["predictor"], v2["repair"], v2["sampler"], v2["update"]) == (
+def policy(name="natv2", **overrides):
+    return Policy.preset(name, N_DOE, **{**SMALL, **overrides})
+
+
+def test_policy_presets():
+    nat = Policy.preset("nat", N_DOE)
+    assert nat.candidates == 8 and nat.predictor == "as"
+    v2 = Policy.preset("natv2", N_DOE)
+    assert (v2.candidates, v2.predictor, v2.repair, v2.sampler, v2.update) == (
         25, "lgbm", "fill", "balanced", "bounded")
-    assert resolve_settings({"policy": "nat", "candidates": 3})["candidates"] == 3
+    assert Policy.preset("nat", N_DOE, candidates=3).candidates == 3
+    assert Policy.preset("random", N_DOE).make_predictor(0) is None
     with pytest.raises(ValueError, match="nat, natv2, random"):
-        resolve_settings({"policy": "nope"})
+        Policy.preset("nope", N_DOE)
+    with pytest.raises(ValueError, match="grow, bounded"):
+        Policy.preset("nat", N_DOE, update="shrink")
+    assert set(v2.as_dict()) == set(PRESETS["natv2"]) | {"policy", "n_doe"}
+
+
+def test_policy_from_config_takes_non_null_overrides():
+    from natv2.config import validate
+
+    cfg = validate({"search": {"policy": "nat", "n_doe": 12, "candidates": 4,
+                               "objectives": ["params", "macs"]}})
+    p = Policy.from_config(cfg)
+    assert (p.policy, p.n_doe, p.candidates, p.predictor) == ("nat", 12, 4, "as")
+    assert p.objectives == ["top1", "params", "macs"]
 
 
 def test_init_nat_has_bounds_and_size():
-    archive, evaluated = init_archive_nat(SPACE, N_DOE, evaluate, seed=0)
+    archive, evaluated = policy("nat").initial_archive(SPACE, evaluate, seed=0)
     assert len(archive) == N_DOE and archive["arch"].is_unique
     assert archive["origin"].tolist()[:2] == ["bound", "bound"]
     assert set(archive["arch"][:2]) == {SPACE.encode(SPACE.smallest()), SPACE.encode(SPACE.largest())}
@@ -69,7 +80,7 @@ def test_init_nat_has_bounds_and_size():
 
 
 def test_init_natv2_preprocess_keeps_bounds_and_size():
-    archive, evaluated = init_archive_natv2(SPACE, N_DOE, 5, evaluate, ["top1", "params"], seed=0)
+    archive, evaluated = policy("natv2", preprocess_factor=5).initial_archive(SPACE, evaluate, 0)
     assert len(evaluated) == 5 * N_DOE and len(archive) == N_DOE
     assert (archive["origin"] == "bound").sum() == 2
     assert set(archive["origin"][2:]) == {"preprocess"}
@@ -85,81 +96,84 @@ def test_init_natv2_preprocess_keeps_bounds_and_size():
 
 
 def test_update_bounded_stays_n_doe_and_grow_grows():
-    archive, _ = init_archive_nat(SPACE, N_DOE, evaluate, seed=0)
-    more, _ = init_archive_nat(SPACE, N_DOE, evaluate, seed=5)
+    archive, _ = policy("nat").initial_archive(SPACE, evaluate, seed=0)
+    more, _ = policy("nat").initial_archive(SPACE, evaluate, seed=5)
     new = more[more["origin"] != "bound"].assign(origin="candidate", round=1)
-    bounded = update_archive(archive, new, "bounded", N_DOE, ["top1", "params"])
+    bounded = policy("natv2").update_archive(archive, new, seed=0)
     assert len(bounded) == N_DOE and (bounded["origin"] == "bound").sum() == 2
-    grown = update_archive(archive, new, "grow")
+    grown = policy("nat").update_archive(archive, new, seed=0)
     assert len(grown) == len(set(archive["arch"]) | set(new["arch"]))
 
 
-@pytest.mark.parametrize("policy", ["natv2", "nat", "random"])
-def test_two_rounds_raise_hypervolume_and_are_deterministic(policy):
-    settings = {"policy": policy, **SMALL, "candidates": 5, "preprocess_factor": 3}
-    if policy == "nat":  # keep adaptive switching quick in a unit test
-        settings["predictor_kwargs"] = {"n_folds": 3, "candidates": ("rbf", "gp")}
+@pytest.mark.parametrize("name", ["natv2", "nat", "random"])
+def test_two_rounds_raise_hypervolume_and_are_deterministic(name):
+    overrides = {"candidates": 5, "preprocess_factor": 3}
+    if name == "nat":  # keep adaptive switching quick in a unit test
+        overrides["predictor_kwargs"] = {"n_folds": 3, "candidates": ("rbf", "gp")}
+    p = policy(name, **overrides)
 
     def run():
-        archive, _ = init_archive(SPACE, settings, N_DOE, evaluate, seed=0)
-        history = [archive]
-        stats = []
+        archive, _ = p.initial_archive(SPACE, evaluate, seed=0)
+        history, metas = [archive], []
         for k in (1, 2):
-            archive, cand, st = search_round_core(SPACE, archive, None, cheap, evaluate,
-                                                  settings, k, seed=0)
+            result = run_round(SPACE, archive, p, evaluate, cheap, k, seed=0)
+            archive, cand = result.archive, result.candidates
             history.append(archive)
-            stats.append(st)
+            metas.append(result.meta)
             assert len(cand) == 5 and set(cand["origin"]) == {"candidate"}
             assert not set(cand["arch"]) & set(history[-2]["arch"])
             assert (cand["round"] == k).all()
-        return history, stats
+        return history, metas
 
-    history, stats = run()
+    history, metas = run()
     names = ["top1", "params"]
-    ref = hv_reference(history[0], names)  # one normalisation for every round
-    hv = [archive_stats(a, names, i, ref)["hypervolume"] for i, a in enumerate(history)]
+    ref = Reference.of_archive(history[0], names)  # one normalisation for every round
+    hv = [archive_hypervolume(a, names, ref) for a in history]
     assert hv[2] > hv[0]
-    if POLICY_DEFAULTS[policy]["update"] == "grow":  # a growing archive never loses volume
+    if p.update == "grow":  # a growing archive never loses volume
         assert hv[1] >= hv[0] - 1e-12 and hv[2] >= hv[1] - 1e-12
-    if POLICY_DEFAULTS[policy]["update"] == "bounded":
-        assert all(len(a) == N_DOE for a in history)
-    else:
         assert [len(a) for a in history] == [N_DOE, N_DOE + 5, N_DOE + 10]
-    if policy == "random":
-        assert "predictor" not in stats[0] and history[2]["predicted_top1"].isna().all()
     else:
-        p = stats[1]["predictor"]
-        assert set(p) == {"name", "rmse", "spearman", "kendall"}
-        assert p["name"].startswith(POLICY_DEFAULTS[policy]["predictor"])
+        assert all(len(a) == N_DOE for a in history)
+    if name == "random":
+        assert metas[0]["predictor"] is None and history[2]["predicted_top1"].isna().all()
+    else:
+        assert metas[1]["predictor"]["name"].startswith(PRESETS[name]["predictor"])
+        assert metas[1]["n_search_population"] > 0
         cand = history[2][history[2]["origin"] == "candidate"]
         assert cand["predicted_top1"].notna().all()
-    assert {"round", "hypervolume", "reference_point", "n_evaluated", "seconds"} <= set(stats[0])
     # same seed -> identical archives
     history2, _ = run()
     for a, b in zip(history, history2, strict=True):
         pd.testing.assert_frame_equal(a, b, check_exact=True)
 
 
-def test_hypervolume_normalised():
+def test_hypervolume_reference_rule():
     F = np.array([[0.0, 1.0], [1.0, 0.0]])
-    # normalised to the unit square, reference 1.1: two rectangles 1.1*0.1 + overlap 0.1*0.1
-    assert hypervolume(F) == pytest.approx(0.1 * 1.1 * 2 - 0.01)
-    assert hypervolume(F * 50 + 7) == pytest.approx(hypervolume(F))  # scale-free
-    assert hypervolume(F, ref_point=[1.0, 1.0], ideal=[0, 0], nadir=[1, 1]) == 0.0
-    assert hypervolume(np.array([[0.0, 0.0]]), ideal=[0, 0], nadir=[1, 1]) == pytest.approx(1.21)
+    ref = Reference.of(F)  # ideal (0, 0), nadir (1, 1), reference point 1.01
+    assert ref.reference_point == pytest.approx((1.01, 1.01))
+    # two rectangles 1.01 x 0.01 minus their 0.01 x 0.01 overlap
+    assert ref.hypervolume(F) == pytest.approx(2 * 1.01 * 0.01 - 0.01**2)
+    assert Reference.of(F * 50 + 7).hypervolume(F * 50 + 7) == pytest.approx(ref.hypervolume(F))
+    assert ref.hypervolume(np.array([[2.0, 2.0]])) == 0.0  # does not dominate the reference
+    assert ref.hypervolume(np.array([[0.0, 0.0]])) == pytest.approx(1.01**2)
+    flat = Reference.of(np.array([[1.0, 5.0], [2.0, 5.0]]))  # a constant objective: span 1
+    assert flat.reference_point == pytest.approx((2.01, 6.01))
+    assert Reference.from_dict(ref.as_dict()) == ref
 
 
 def test_three_objectives_round():
-    settings = {"policy": "natv2", **SMALL, "candidates": 4, "preprocess_factor": 2,
-                "objectives": ["top1", "params", "macs"]}
+    p = policy("natv2", candidates=4, preprocess_factor=2, predictor="cart",
+               objectives=["top1", "params", "macs"])
 
     def cheap3(X):
         archs = [SPACE.from_vector(v) for v in X]
         return np.array([[_params(a), _params(a) * a.resolution] for a in archs], dtype=float)
 
-    archive, _ = init_archive(SPACE, settings, N_DOE, evaluate, seed=1)
+    archive, _ = p.initial_archive(SPACE, evaluate, seed=1)
     assert len(archive) == N_DOE and (archive["origin"] == "bound").sum() == 2
-    new, cand, stats = search_round_core(SPACE, archive, "cart", cheap3, evaluate, settings, 1,
-                                         seed=1)
-    assert len(new) == N_DOE and len(cand) == 4 and stats["predictor"]["name"] == "cart"
-    assert len(stats["reference_point"]) == 3
+    result = run_round(SPACE, archive, p, evaluate, cheap3, 1, seed=1)
+    assert len(result.archive) == N_DOE and len(result.candidates) == 4
+    assert result.meta["predictor"]["name"] == "cart"
+    ref = Reference.of_archive(archive, p.objectives)
+    assert len(ref.reference_point) == 3

@@ -17,7 +17,7 @@ import torch
 
 from natv2.config import validate
 from natv2.errors import UserError
-from natv2.pipeline import search_stage
+from natv2.pipeline import search_context
 from natv2.pipeline.eval_cache import CachedEvaluate, EvalCache, cache_path, file_sha256
 from natv2.pipeline.search_stage import (
     STEP_NAMES,
@@ -84,7 +84,7 @@ def run_b(supernet_file, tmp_path_factory):
     root = tmp_path_factory.mktemp("run_b")
     _install(supernet_file, root)
     cfg = make_cfg(root, shards=2)
-    original = search_stage._Stage._record
+    original = search_context.SearchContext._record
     calls = {"n": 0}
 
     def dying(self, arch):
@@ -93,12 +93,12 @@ def run_b(supernet_file, tmp_path_factory):
         calls["n"] += 1
         return original(self, arch)
 
-    search_stage._Stage._record = dying
+    search_context.SearchContext._record = dying
     try:
         with pytest.raises(KeyboardInterrupt):
             run_init_archive(cfg, show_progress=False)
     finally:
-        search_stage._Stage._record = original
+        search_context.SearchContext._record = original
     assert not (root / "search" / "round_00" / "archive.csv").exists()
     init_stats = run_init_archive(cfg, show_progress=False)
     propose_candidates(cfg, 1, show_progress=False)

@@ -31,10 +31,10 @@ def space_from_config(cfg: Mapping[str, Any]) -> SearchSpace:
     )
 
 
-def setup_stage(cfg: Mapping[str, Any], salt: int = 0) -> torch.device:
-    """Torch threads from ``threads``, global seeds from ``seed`` (+ ``salt``), the device."""
+def setup_stage(cfg: Mapping[str, Any], seed: int | None = None) -> torch.device:
+    """Torch threads from ``threads``, global seeds (``seed``, default the config's), the device."""
     torch.set_num_threads(int(cfg["threads"]))
-    seed = int(cfg["seed"]) + int(salt)
+    seed = int(cfg["seed"]) if seed is None else int(seed)
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)  # noqa: NPY002 (libraries that still draw from the legacy RNG)
     return resolve_device(cfg["device"])

@@ -21,6 +21,7 @@ from natv2.files import atomic_write, write_json
 from natv2.model import arch_info, save_finetuned
 from natv2.pipeline.context import results_path, setup_stage, space_from_config
 from natv2.search.archive import read_archive
+from natv2.seeds import finetune_seed
 from natv2.selection import select_for_finetune
 from natv2.supernet import load_supernet
 from natv2.train.aep import aep_finetune, uses_aep
@@ -82,7 +83,7 @@ def run_finetune(cfg: Mapping[str, Any], rank: int, show_progress: bool = True) 
     supernet_file = final_round_dir(cfg) / "supernet.pt"
     if not supernet_file.is_file():
         raise UserError(f"'{supernet_file}' does not exist; run `natv2 search-round --round {cfg['search']['rounds']}` first")
-    device = setup_stage(cfg, salt=1000 + rank)
+    device = setup_stage(cfg, seed=finetune_seed(int(cfg["seed"]), rank))
     space = space_from_config(cfg)
     arch = space.decode(encoding)
     net = load_supernet(supernet_file)

@@ -24,6 +24,7 @@ from natv2.data import build_splits, make_loader
 from natv2.files import write_json
 from natv2.measure import Evaluator
 from natv2.pipeline.context import results_path, setup_stage, space_from_config
+from natv2.seeds import warmup_seed
 from natv2.space import SearchSpace
 from natv2.supernet import build_supernet, save_checkpoint
 from natv2.supernet.sources import fit_head, open_source
@@ -86,13 +87,13 @@ def warm_up(net, space: SearchSpace, loader, cfg: Mapping[str, Any], device, sho
     records = []
     if w["largest_epochs"] > 0:
         rec = train_phase(net, space, loader, "full", PhaseSettings(w["largest_epochs"], w["lr"]), train,
-                          None, device, seed=int(cfg["seed"]) * 100 + 90, show_progress=show_progress)
+                          None, device, seed=warmup_seed(int(cfg["seed"]), "largest"), show_progress=show_progress)
         records.append({**rec, "name": "warmup_largest"})
     if w["supernet_epochs"] > 0:
         teacher = make_teacher(net, space).to(device) if train.kd_ratio > 0 else None
         settings = PhaseSettings(w["supernet_epochs"], w["lr"], 0, w["subnets_per_step"])
         rec = train_phase(net, space, loader, "expand", settings, train, teacher, device,
-                          seed=int(cfg["seed"]) * 100 + 91, show_progress=show_progress)
+                          seed=warmup_seed(int(cfg["seed"]), "supernet"), show_progress=show_progress)
         records.append({**rec, "name": "warmup_supernet"})
     return records
 

@@ -1,4 +1,6 @@
-"""Search: archive, survival, predictors, pymoo problems and the NAT / NATv2 policies.
+"""Search: archive, survival, predictors, pymoo problems, the NAT / NATv2 / random policies
+(:mod:`~natv2.search.policy`), the one round (:mod:`~natv2.search.round`) and the hypervolume
+(:mod:`~natv2.search.hypervolume`).
 
 Pure numpy / pandas / pymoo / scikit-learn / LightGBM: no torch. Evaluation of architectures is
 asked for through callables the caller supplies (``evaluate(list[Arch]) -> list[dict]`` and
@@ -19,68 +21,48 @@ from natv2.search.archive import (
     write_archive,
 )
 from natv2.search.evolution import run_search
-from natv2.search.policies import (
-    POLICY_DEFAULTS,
-    archive_hypervolume,
-    archive_stats,
-    archive_vectors,
-    hv_reference,
-    hypervolume,
-    init_archive,
-    init_archive_nat,
-    init_archive_natv2,
-    init_archive_random,
-    propose,
-    resolve_settings,
-    round_seed,
-    sample_new,
-    search_round_core,
-    update_archive,
-)
+from natv2.search.hypervolume import Reference, archive_hypervolume, hypervolume_stats
+from natv2.search.policy import PRESETS, Policy, sample_new
 from natv2.search.predictors import PREDICTOR_NAMES, Predictor, make_predictor, rank_metrics
 from natv2.search.problem import SpaceRepair, SurrogateProblem
+from natv2.search.round import Proposal, RoundResult, archive_vectors, propose, run_round
 from natv2.search.subset import drop_known, select_subset
 from natv2.search.survival import fronts, pareto_front_mask, survive, survive_keeping
 
 __all__ = [
     "ARCHIVE_COLUMNS",
     "ARCHIVE_DTYPES",
-    "ORIGINS",
-    "POLICY_DEFAULTS",
-    "PREDICTOR_NAMES",
     "ArchiveError",
+    "ORIGINS",
+    "PREDICTOR_NAMES",
+    "PRESETS",
+    "Policy",
     "Predictor",
+    "Proposal",
+    "Reference",
+    "RoundResult",
     "SpaceRepair",
     "SurrogateProblem",
     "archive_hypervolume",
-    "archive_stats",
     "archive_vectors",
     "concat_archives",
     "drop_known",
     "empty_archive",
     "fronts",
-    "hv_reference",
-    "hypervolume",
-    "init_archive",
-    "init_archive_nat",
-    "init_archive_natv2",
-    "init_archive_random",
+    "hypervolume_stats",
     "make_predictor",
     "normalize_archive",
     "objectives",
     "pareto_front_mask",
+    "propose",
     "rank_metrics",
     "read_archive",
     "records_to_archive",
-    "resolve_settings",
-    "round_seed",
+    "run_round",
     "run_search",
     "sample_new",
-    "propose",
-    "search_round_core",
     "select_subset",
     "survive",
     "survive_keeping",
-    "update_archive",
     "write_archive",
 ]

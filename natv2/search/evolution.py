@@ -27,6 +27,7 @@ from pymoo.optimize import minimize
 
 from natv2.search.problem import CheapFn, SpaceRepair, SurrogateProblem, repair_vectors
 from natv2.search.survival import pareto_front_mask, reference_directions, survive
+from natv2.seeds import topup_seed
 
 
 def unique_rows(X: np.ndarray) -> np.ndarray:
@@ -66,7 +67,7 @@ def initial_population(
     attempt = 0
     while len(X0) < pop_size and attempt < 20:
         need = pop_size - len(X0)
-        archs = space.sample(2 * need, seed=seed + 7919 * (attempt + 1), method=sampler)
+        archs = space.sample(2 * need, seed=topup_seed(seed, attempt), method=sampler)
         S = repair_vectors(space, np.array([space.to_vector(a) for a in archs]), repair)
         X0 = np.concatenate([X0, S])
         X0 = X0[unique_rows(X0)][:pop_size]

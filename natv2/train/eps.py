@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from natv2.seeds import epoch_seed, phase_seed
 from natv2.space import SearchSpace
 from natv2.supernet import load_checkpoint, read_extra, save_checkpoint
 from natv2.train.finetune import param_groups
@@ -160,7 +161,7 @@ def train_phase(net: nn.Module, space: SearchSpace, loader: Callable[[int], obje
     bar = tqdm(total=total, desc=f"supernet {phase}", disable=not show_progress, leave=True)
     for epoch in range(settings.epochs):
         loss_sum = correct = seen = 0.0
-        for images, labels in loader(seed * 1000 + epoch):
+        for images, labels in loader(epoch_seed(seed, epoch)):
             lr = cosine_lr(settings.lr, step, total, warmup)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -230,7 +231,7 @@ def train_supernet(net: nn.Module, space: SearchSpace, loader: Callable[[int], o
         phase = plan[index]
         record = train_phase(net, space, loader, phase, train.phases[phase], train,
                              teacher if phase != "full" else None, device,
-                             seed=train.seed * 100 + index, show_progress=show_progress)
+                             seed=phase_seed(train.seed, index), show_progress=show_progress)
         history.append(record)
         save_checkpoint(net, _checkpoint_path(ckpt_dir, index, phase),
                         extra={"history": history, "resume_key": keys[index],

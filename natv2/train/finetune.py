@@ -48,6 +48,7 @@ from natv2.measure import (
     recalibrate_bn,
     resolve_device,
 )
+from natv2.seeds import step_seed
 from natv2.train.schedule import cosine_lr
 
 #: Settings of :func:`finetune` and their defaults (``None``: taken from the splits' data
@@ -325,8 +326,8 @@ def finetune(
     # ---- step 1: train on train, early stopping on val top-1
     net = fresh()
     top1_before = accuracy(net, test, device, logits_fn)
-    torch.manual_seed(seed)
-    run = _Run(net, _train_loader(splits.train, s, seed), s["max_epochs"], s, device, loss_fn,
+    torch.manual_seed(step_seed(seed, 1))
+    run = _Run(net, _train_loader(splits.train, s, step_seed(seed, 1)), s["max_epochs"], s, device, loss_fn,
                logits_fn)
     best_val, best_epoch, bad, epochs_run = -math.inf, 0, 0, 0
     with tqdm(total=run.total, desc="finetune step 1", disable=not show_progress) as bar:
@@ -349,8 +350,8 @@ def finetune(
 
     # ---- step 2: fresh inherited weights, train on train+val for best_epochs
     net = fresh()
-    torch.manual_seed(seed + 1)
-    run = _Run(net, _train_loader(splits.trainval, s, seed + 1), best_epochs, s, device,
+    torch.manual_seed(step_seed(seed, 2))
+    run = _Run(net, _train_loader(splits.trainval, s, step_seed(seed, 2)), best_epochs, s, device,
                loss_fn, logits_fn)
     with tqdm(total=run.total, desc="finetune step 2", disable=not show_progress) as bar:
         for epoch in range(1, best_epochs + 1):

@@ -1,0 +1,99 @@
+"""The end of a search round: adapt the super-network, then re-evaluate the archive with it.
+
+NAT's per-round adaptation (:func:`natv2.train.adapt.adapt_supernet`) trains the round's input
+super-network on sub-networks sampled from the best archive members; every archive member is
+then evaluated again with the adapted weights (cached under the adapted file's sha256). Skipped
+when ``search.adaptation.epochs`` is 0: the round hands on its input network unchanged.
+
+The adapted network waits under ``cache/adapted/`` (named by everything that determines it)
+until the round's outputs are written, so a stage killed during the re-evaluation does not redo
+the adaptation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from natv2.pipeline.eval_cache import file_sha256, settings_hash
+from natv2.pipeline.search_context import SearchContext
+from natv2.search import normalize_archive
+from natv2.seeds import adaptation_seed
+from natv2.supernet import load_checkpoint, save_checkpoint
+from natv2.train.adapt import adapt_supernet
+from natv2.train.eps import TrainSettings
+
+
+@dataclass
+class Adapted:
+    """The archive after re-evaluation, the adaptation's record, the adapted checkpoint (None
+    without adaptation) and the re-evaluated rows (``step = reevaluate``) for candidates.csv."""
+
+    archive: pd.DataFrame
+    record: dict[str, Any]
+    checkpoint: Path | None = None
+    reevaluated: list[pd.DataFrame] = field(default_factory=list)
+
+    @property
+    def n_reevaluated(self) -> int:
+        return sum(len(df) for df in self.reevaluated)
+
+
+def adaptation_train_settings(cfg, seed: int) -> TrainSettings:
+    """The EPS training settings the adaptation shares with stage 1, its own KD ratio."""
+    t = cfg["supernet"]["train"]
+    return TrainSettings(phases={}, kd_ratio=float(cfg["search"]["adaptation"]["kd_ratio"]),
+                         label_smoothing=float(t["label_smoothing"]),
+                         momentum=float(t["momentum"]), weight_decay=float(t["weight_decay"]),
+                         progressive_teacher=bool(t["progressive_teacher"]),
+                         ensemble_weights=tuple(t["ensemble_weights"]), seed=seed)
+
+
+def adapted_path(ctx: SearchContext, archive_df: pd.DataFrame, k: int) -> Path:
+    """Where round ``k``'s adapted network waits, named by everything that determines it."""
+    cfg = ctx.cfg
+    key = settings_hash({
+        "input": ctx.loaded.sha256, "round": k, "seed": ctx.seed, "eval": ctx.eval_settings,
+        "adaptation": dict(cfg["search"]["adaptation"]),
+        "train": {k2: v for k2, v in cfg["supernet"]["train"].items() if k2 != "phases"},
+        "policy": ctx.policy.as_dict(),
+        "archive": archive_df.to_csv(index=False),
+    })
+    return ctx.layout.adapted(k, key)
+
+
+def _adapt(ctx: SearchContext, k: int, archive: pd.DataFrame, path: Path) -> dict[str, Any]:
+    adaptation = ctx.cfg["search"]["adaptation"]
+    if path.is_file():  # a killed run adapted already: reuse its network
+        load_checkpoint(ctx.net, path)
+        return {"epochs": int(adaptation["epochs"]), "reused": True}
+    record = adapt_supernet(
+        ctx.net, ctx.space, archive, ctx.names, ctx.train_loader(), adaptation,
+        adaptation_train_settings(ctx.cfg, ctx.seed), ctx.device,
+        seed=adaptation_seed(ctx.seed, k), repair=ctx.policy.repair, show_progress=ctx.show)
+    save_checkpoint(ctx.net, path, extra={"round": k, "adaptation": {
+        key: v for key, v in record.items() if isinstance(v, int | float | str)}})
+    return record
+
+
+def adapt_and_reevaluate(ctx: SearchContext, k: int, archive: pd.DataFrame) -> Adapted:
+    """Adapt the loaded super-network after round ``k`` (updated ``archive``) and re-evaluate
+    every archive member with it; the loaded network is the adapted one afterwards."""
+    if int(ctx.cfg["search"]["adaptation"]["epochs"]) <= 0:
+        return Adapted(archive, {"epochs": 0})
+    path = adapted_path(ctx, archive, k)
+    with ctx.step("adapt"):
+        record = _adapt(ctx, k, archive, path)
+        ctx.net.eval()
+    with ctx.step("reevaluate"):
+        archs = [ctx.space.decode(a) for a in archive["arch"]]
+        records = ctx.evaluate(file_sha256(path), "reevaluate", archs)
+        archive = archive.copy()
+        archive["top1"] = [float(r["top1"]) for r in records]
+        if ctx.latency_on:
+            archive["latency_ms"] = [float(r["latency_ms"]) for r in records]
+        archive = normalize_archive(archive)
+    return Adapted(archive, record, path, [archive.assign(step="reevaluate")])
