@@ -36,6 +36,7 @@ from typing import Any, NamedTuple
 import torch
 
 from natv2.errors import UserError
+from natv2.files import first_line
 
 from .checkpoint import READ_ERRORS, SUPERNET_FORMAT, load_checkpoint
 from .download import default_cache_dir, download, sha256_of
@@ -117,12 +118,6 @@ def fetch_source(source: Any, cache_dir: str | None, show_progress: bool = True)
     return path, sha256_of(path), {"kind": "file", "file": str(path)}
 
 
-def _first_line(exc: BaseException) -> str:
-    # TODO: natv2.files.first_line
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def read_payload(path: Path) -> Mapping:
     """The dict inside checkpoint file ``path``, read with ``torch.load(weights_only=True)``.
 
@@ -132,7 +127,7 @@ def read_payload(path: Path) -> Mapping:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except READ_ERRORS as exc:
-        raise UserError(f"cannot read checkpoint '{path}': {_first_line(exc)}") from None
+        raise UserError(f"cannot read checkpoint '{path}': {first_line(exc)}") from None
     if not isinstance(payload, Mapping):
         raise UserError(f"checkpoint '{path}' holds a {type(payload).__name__}, not a state dict")
     return payload
