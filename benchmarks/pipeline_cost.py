@@ -181,7 +181,7 @@ def evaluation_split(project: Path, config: str, n_archs: int, repeats: int,
     import dataclasses
 
     from natv2.config import load_config
-    from natv2.data import build_splits
+    from natv2.data import DataSettings, build_splits
     from natv2.measure import Evaluator
     from natv2.pipeline.context import setup_stage, space_from_config
     from natv2.search import sample_new
@@ -191,11 +191,10 @@ def evaluation_split(project: Path, config: str, n_archs: int, repeats: int,
     device = setup_stage(cfg)
     space = space_from_config(cfg)
     net = load_supernet(project / "results" / "supernet" / "supernet.pt").to(device).eval()
-    splits = build_splits(cfg, resolution=space.resolutions[0], augment=False)
+    splits = build_splits(DataSettings.from_config(cfg), resolution=space.resolutions[0], augment=False)
     resolutions = [*space.resolutions, *[int(r) for r in extra_resolutions
                                          if int(r) not in space.resolutions]]
-    ev = Evaluator(net, splits, device, resolutions, encoder=lambda a: str(a.resolution),
-                   cfg=cfg)
+    ev = Evaluator(net, splits, device, resolutions, encoder=lambda a: str(a.resolution))
     archs = sample_new(space, n_archs, 0, "uniform", "push")
     jobs = [(arch, True) for arch in archs] + [
         (dataclasses.replace(arch, resolution=r), False)

@@ -114,6 +114,12 @@ def validate(raw: Mapping[str, Any]) -> Config:
 PRETRAINED_RESOLUTIONS = (128, 256)
 
 
+def ensure_config(cfg: Mapping[str, Any]) -> Config:
+    """``cfg`` itself when it is a validated :class:`Config`, else ``validate(cfg)``: what every
+    ``Settings.from_config`` starts with, so a plain (partial) dict gets the schema's defaults."""
+    return cfg if isinstance(cfg, Config) else validate(cfg)
+
+
 def check_semantics(cfg: Config) -> None:
     """Checks that involve several keys (the schema checks each key alone); ConfigError if any fails."""
     search, finetune, source = cfg["search"], cfg["finetune"], cfg["supernet"]["source"]

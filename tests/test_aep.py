@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from natv2.data import build_splits
+from natv2.data import DataSettings, build_splits
 from natv2.errors import UserError
 from natv2.model import MultiExitModel, arch_info, export_model, load_model, predict, save_finetuned
 from natv2.space import SearchSpace
@@ -115,7 +115,7 @@ def setup():
     torch.manual_seed(0)
     supernet = build_supernet("EE_B", n_classes=10)
     supernet.eval()
-    splits = build_splits(CFG, R)
+    splits = build_splits(DataSettings.from_config(CFG), R)
     arch = dataclasses.replace(SPACE.smallest(), nd=ND)
     return supernet, splits, arch
 

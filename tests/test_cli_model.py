@@ -9,7 +9,7 @@ import yaml
 from PIL import Image
 
 from natv2.cli import main
-from natv2.data import build_splits
+from natv2.data import DataSettings, build_splits
 from natv2.model import arch_info, save_finetuned
 from natv2.space import SearchSpace
 from natv2.supernet import build_supernet
@@ -21,7 +21,7 @@ SPACE = SearchSpace(family="SE_B", resolutions=(R,), widths=(1.0,))
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     torch.manual_seed(0)
-    splits = build_splits({"seed": 0, "data": {"name": "digits"}}, R)
+    splits = build_splits(DataSettings.from_config({"seed": 0, "data": {"name": "digits"}}), R)
     arch = SPACE.smallest()
     model = build_supernet("SE_B", n_classes=10).extract(arch).eval()
     enc = SPACE.encode(arch)

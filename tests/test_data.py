@@ -10,6 +10,7 @@ import torch
 
 from natv2.data import (
     DataError,
+    DataSettings,
     Splits,
     TensorImageDataset,
     build_splits,
@@ -26,7 +27,7 @@ def cfg(**data):
 
 @pytest.fixture(scope="module")
 def digits() -> Splits:
-    return build_splits(cfg(), 16)
+    return build_splits(DataSettings.from_config(cfg()), 16)
 
 
 def _indices(splits: Splits) -> dict[str, np.ndarray]:
@@ -55,8 +56,8 @@ def test_digits_split_is_stratified(digits):
 
 
 def test_digits_split_is_deterministic_and_seeded(digits):
-    again = build_splits(cfg(), 16)
-    other = build_splits({"seed": 1, "data": {"name": "digits"}}, 16)
+    again = build_splits(DataSettings.from_config(cfg()), 16)
+    other = build_splits(DataSettings.from_config({"seed": 1, "data": {"name": "digits"}}), 16)
     for k, v in _indices(digits).items():
         assert np.array_equal(v, _indices(again)[k])
     assert not np.array_equal(_indices(digits)["val"], _indices(other)["val"])
@@ -93,7 +94,7 @@ def test_digits_augmentation_is_a_small_translation(digits):
 
 
 def test_digits_augment_false_and_resolution_cache(digits):
-    still = build_splits(cfg(), 16, augment=False)
+    still = build_splits(DataSettings.from_config(cfg()), 16, augment=False)
     assert torch.equal(still.train[0][0], still.train[0][0])
     assert torch.equal(still.train[0][0], digits.dataset("train", 16)[0][0])
     at32 = digits.at(32)
@@ -104,7 +105,7 @@ def test_digits_augment_false_and_resolution_cache(digits):
 
 
 def test_train_subset_is_stratified_cap():
-    s = build_splits(cfg(train_subset=200), 16)
+    s = build_splits(DataSettings.from_config(cfg(train_subset=200)), 16)
     assert len(s.train) == 200 and len(s.val) == 216
     counts = np.bincount(s.train.labels.numpy(), minlength=10)
     assert counts.min() >= 18 and counts.max() <= 22
@@ -112,16 +113,16 @@ def test_train_subset_is_stratified_cap():
 
 def test_calibration_batches_fixed(digits):
     c = {"seed": 0, "data": {"name": "digits", "calib_size": 100, "batch_size": 32}}
-    a = calibration_batches(digits, c, 16)
-    b = calibration_batches(digits, c, 16)
+    a = calibration_batches(digits, 16, DataSettings.from_config(c))
+    b = calibration_batches(digits, 16, DataSettings.from_config(c))
     assert [t.shape[0] for t in a] == [32, 32, 32, 4]
     assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
     # the images come from the train split, eval transform
     train = digits.dataset("train", 16)
     assert any(torch.equal(a[0][0], train[i][0]) for i in range(len(train)))
-    other = calibration_batches(digits, {"seed": 5, "data": c["data"]}, 16)
+    other = calibration_batches(digits, 16, DataSettings.from_config({"seed": 5, "data": c["data"]}))
     assert not torch.equal(a[0], other[0])
-    default = calibration_batches(digits, None, 16)  # the settings the splits were built with
+    default = calibration_batches(digits, 16)  # the settings the splits were built with
     assert sum(t.shape[0] for t in default) == 256 and default[0].shape == (64, 3, 16, 16)
 
 
@@ -144,14 +145,14 @@ def test_stratified_split_fallback():
 
 
 def test_unknown_dataset_name():
-    with pytest.raises(ValueError, match="cifar10, cifar100, digits, imagefolder"):
-        build_splits({"data": {"name": "mnist"}}, 16)
+    with pytest.raises(ValueError, match="digits, cifar10, cifar100, imagefolder"):
+        build_splits(DataSettings.from_config({"data": {"name": "mnist"}}), 16)
 
 
 @pytest.mark.parametrize("name", ["cifar10", "cifar100"])
 def test_cifar_absent_without_download(tmp_path, name):
     with pytest.raises(DataError) as err:
-        build_splits({"data": {"name": name, "root": str(tmp_path), "download": False}}, 32)
+        build_splits(DataSettings.from_config({"data": {"name": name, "root": str(tmp_path), "download": False}}), 32)
     msg = str(err.value)
     assert isinstance(err.value, ValueError) and isinstance(err.value, UserError)
     assert "\n" not in msg and str(tmp_path / name) in msg and "data.download: true" in msg
@@ -161,18 +162,18 @@ def test_cifar_corrupted_folder(tmp_path):
     (tmp_path / "cifar-10-batches-py").mkdir()
     (tmp_path / "cifar-10-batches-py" / "data_batch_1").write_bytes(b"junk")
     with pytest.raises(DataError, match="incomplete or corrupted"):
-        build_splits({"data": {"name": "cifar10", "root": str(tmp_path)}}, 32)
+        build_splits(DataSettings.from_config({"data": {"name": "cifar10", "root": str(tmp_path)}}), 32)
 
 
 @pytest.mark.parametrize("bad", [0, 1, 1.5, "x"])
 def test_bad_fraction(bad):
     with pytest.raises(ValueError, match="val_fraction"):
-        build_splits(cfg(val_fraction=bad), 16)
+        build_splits(DataSettings.from_config(cfg(val_fraction=bad)), 16)
 
 
 def test_bad_resolution():
     with pytest.raises(ValueError, match="resolution"):
-        build_splits(cfg(), 0)
+        build_splits(DataSettings.from_config(cfg()), 0)
 
 
 # ----------------------------------------------------------------------------- fake CIFAR
@@ -196,14 +197,14 @@ def test_cifar_splits_on_fake_folder(tmp_path, monkeypatch):
     # the md5 checks of the real archive cannot pass on fake files
     monkeypatch.setattr(cifar, "check_integrity", lambda *args, **kwargs: True)
     _write_fake_cifar(tmp_path / "cifar10" / "cifar-10-batches-py")
-    s = build_splits({"seed": 0, "data": {"name": "cifar10", "root": str(tmp_path)}}, 24)
+    s = build_splits(DataSettings.from_config({"seed": 0, "data": {"name": "cifar10", "root": str(tmp_path)}}), 24)
     assert s.sizes() == {"train": 170, "val": 30, "test": 40}
     assert s.n_classes == 10 and s.class_names[3] == "c3"
     assert s.mean == (0.485, 0.456, 0.406)
     x, y = s.train[0]
     assert x.shape == (3, 24, 24) and 0 <= y < 10
     assert torch.equal(s.val[1][0], s.val[1][0]) and s.test[0][0].shape == (3, 24, 24)
-    calib = calibration_batches(s, {"data": {"calib_size": 20, "batch_size": 8}}, 24)
+    calib = calibration_batches(s, 24, DataSettings.from_config({"data": {"calib_size": 20, "batch_size": 8}}))
     assert [t.shape[0] for t in calib] == [8, 8, 4]
 
 
@@ -225,7 +226,7 @@ def _write_train(root, n=10):
 
 def test_imagefolder_holdout(tmp_path):
     _write_train(tmp_path)
-    s = build_splits({"data": {"name": "imagefolder", "root": str(tmp_path)}}, 16)
+    s = build_splits(DataSettings.from_config({"data": {"name": "imagefolder", "root": str(tmp_path)}}), 16)
     assert s.class_names == ("ant", "bee", "cat") and s.n_classes == 3
     assert s._source.test_source == "holdout"
     assert sum(s.sizes().values()) == 30 and s.sizes()["test"] == 6
@@ -238,7 +239,7 @@ def test_imagefolder_holdout(tmp_path):
 def test_imagefolder_val_folder_as_test(tmp_path):
     _write_train(tmp_path)
     _write_images(tmp_path / "val" / "bee", 4, 90)
-    s = build_splits({"data": {"name": "imagefolder", "root": str(tmp_path)}}, 16)
+    s = build_splits(DataSettings.from_config({"data": {"name": "imagefolder", "root": str(tmp_path)}}), 16)
     assert s._source.test_source == "val"
     assert len(s.test) == 4 and s.test.targets == [1] * 4
     assert len(s.train) + len(s.val) == 30
@@ -250,7 +251,7 @@ def test_imagefolder_tiny_imagenet_layout(tmp_path):
     ann = "".join(f"img{i}.JPEG\t{['ant', 'cat'][i % 2]}\t0\t0\t8\t8\n" for i in range(6))
     (tmp_path / "val" / "val_annotations.txt").write_text(ann)
     _write_images(tmp_path / "test" / "images", 3, 10)  # unlabelled: must be skipped
-    s = build_splits({"data": {"name": "imagefolder", "root": str(tmp_path)}}, 16)
+    s = build_splits(DataSettings.from_config({"data": {"name": "imagefolder", "root": str(tmp_path)}}), 16)
     assert s._source.test_source == "val"
     assert s.test.targets == [0, 2, 0, 2, 0, 2]
     assert s.test[0][0].shape == (3, 16, 16)
@@ -258,10 +259,10 @@ def test_imagefolder_tiny_imagenet_layout(tmp_path):
 
 def test_imagefolder_missing(tmp_path):
     with pytest.raises(DataError, match="train/<class>/<image>"):
-        build_splits({"data": {"name": "imagefolder", "root": str(tmp_path)}}, 16)
+        build_splits(DataSettings.from_config({"data": {"name": "imagefolder", "root": str(tmp_path)}}), 16)
     (tmp_path / "train" / "ant").mkdir(parents=True)
     with pytest.raises(DataError, match="no images"):
-        build_splits({"data": {"name": "imagefolder", "root": str(tmp_path)}}, 16)
+        build_splits(DataSettings.from_config({"data": {"name": "imagefolder", "root": str(tmp_path)}}), 16)
 
 
 def test_tensor_dataset_rejects_bad_shape():

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from natv2.data import build_splits
+from natv2.data import DataSettings, build_splits
 from natv2.errors import UserError
 from natv2.space import SearchSpace
 from natv2.supernet import build_supernet
@@ -32,7 +32,7 @@ def setup():
     torch.manual_seed(0)
     supernet = build_supernet("SE_B", n_classes=10)
     supernet.eval()
-    splits = build_splits(CFG, 16)
+    splits = build_splits(DataSettings.from_config(CFG), 16)
     return supernet, splits, SPACE.smallest()
 
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from natv2.data import build_splits
+from natv2.data import DataSettings, build_splits
 from natv2.measure import (
     RECORD_KEYS,
     Evaluator,
@@ -175,7 +175,7 @@ class SharingSupernet(FakeSupernet):
 
 @pytest.fixture(scope="module")
 def splits():
-    return build_splits({"seed": 0, "data": {"name": "digits", "calib_size": 100}}, 16)
+    return build_splits(DataSettings.from_config({"seed": 0, "data": {"name": "digits", "calib_size": 100}}), 16)
 
 
 def test_evaluator_record(splits):
@@ -196,9 +196,9 @@ def test_evaluator_record(splits):
     assert sum(y.numel() for _, y in val) == len(splits.val)
     again = ev(FakeArch(16))
     assert again == rec and ev.calibration(16) is calib and ev.validation(16) is val
-    rec20 = ev(FakeArch(20, width=1.2, nd=3), measure_latency=True)
+    rec20 = ev(FakeArch(20, width=1.2, nd=3))
     assert rec20["r"] == 20 and rec20["nd"] == 3 and rec20["w"] == 1.2
-    assert rec20["latency_ms"] > 0 and rec20["macs"] == count_macs(TinyNet(), 20)
+    assert rec20["latency_ms"] is None and rec20["macs"] == count_macs(TinyNet(), 20)
     with pytest.raises(ValueError, match="resolution 24"):
         ev(FakeArch(24))
 
@@ -214,15 +214,16 @@ def test_evaluator_recalibration_matters(splits):
     assert rec["arch"] == str(FakeArch(16))  # no encoder: str(arch)
 
 
-def test_evaluator_encoder_object_and_cfg():
+def test_evaluator_encoder_object_and_typed_splits(splits):
     class Space:
         def encode(self, arch):
             return "x" * arch.resolution
 
-    cfg = {"seed": 0, "device": "cpu", "data": {"name": "digits", "calib_size": 64}}
-    ev = Evaluator(FakeSupernet(), cfg, resolutions=[12], encoder=Space())
-    assert ev.device == CPU and ev.splits.name == "digits"
+    ev = Evaluator(FakeSupernet(), splits, "cpu", resolutions=[12], encoder=Space())
+    assert ev.device == CPU and ev.settings.calib_size == 100
     assert ev(FakeArch(12))["arch"] == "x" * 12
+    with pytest.raises(TypeError, match="Splits"):
+        Evaluator(FakeSupernet(), {"data": {"name": "digits"}}, "cpu")
 
 
 def test_evaluator_stream_beyond_cache_budget(splits):

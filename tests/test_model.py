@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 import natv2
-from natv2.data import build_splits
+from natv2.data import DataSettings, build_splits
 from natv2.errors import UserError
 from natv2.model import arch_info, export_model, load_model, predict, save_finetuned
 from natv2.space import SearchSpace
@@ -32,7 +32,7 @@ HISTORY = [
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     torch.manual_seed(0)
-    splits = build_splits({"seed": 0, "data": {"name": "digits"}}, R)
+    splits = build_splits(DataSettings.from_config({"seed": 0, "data": {"name": "digits"}}), R)
     arch = SPACE.decode("00" + "0" + "1122" + "3300" + "4500" + "6700" + "8900")
     supernet = build_supernet("SE_B", n_classes=10)
     model = supernet.extract(arch)

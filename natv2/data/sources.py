@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -19,6 +19,9 @@ from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 from natv2.errors import UserError
+
+if TYPE_CHECKING:
+    from .splits import DataSettings
 
 from .datasets import FileImageDataset, TensorImageDataset, TransformView
 from .transforms import (
@@ -67,19 +70,13 @@ def stratified_split(
     return np.sort(kept), np.sort(held)
 
 
-def _check_fraction(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
-        raise DataError(f"data.{key}: value {value!r} must be a number strictly between 0 and 1")
-    return float(value)
-
-
 def _pool_splits(
-    labels: np.ndarray, pool: np.ndarray, settings: dict[str, Any]
+    labels: np.ndarray, pool: np.ndarray, settings: DataSettings
 ) -> tuple[np.ndarray, np.ndarray]:
     """(train, val) from a training pool: stratified val hold-out, then the train_subset cap."""
-    seed = settings["seed"]
-    train, val = stratified_split(labels, pool, settings["val_fraction"], seed)
-    cap = settings["train_subset"]
+    seed = settings.seed
+    train, val = stratified_split(labels, pool, settings.val_fraction, seed)
+    cap = settings.train_subset
     if cap is not None and cap < len(train):
         train, _ = stratified_split(labels, train, None, seed, keep_size=int(cap))
     return train, val
@@ -99,7 +96,7 @@ class DigitsSource:
 
     name = "digits"
 
-    def __init__(self, settings: dict[str, Any]):
+    def __init__(self, settings: DataSettings):
         from sklearn.datasets import load_digits
 
         bunch = load_digits()
@@ -113,7 +110,7 @@ class DigitsSource:
         self.mean, self.std = (m, m, m), (s, s, s)
         all_idx = np.arange(len(self.labels_np))
         pool, test = stratified_split(
-            self.labels_np, all_idx, settings["test_fraction"], settings["seed"]
+            self.labels_np, all_idx, settings.test_fraction, settings.seed
         )
         train, val = _pool_splits(self.labels_np, pool, settings)
         self.indices = {"train": train, "val": val, "test": test}
@@ -194,17 +191,17 @@ class CifarSource(_PILSource):
     ``root/<name>``; downloads go to ``root/<name>``.
     """
 
-    def __init__(self, name: str, settings: dict[str, Any]):
+    def __init__(self, name: str, settings: DataSettings):
         super().__init__()
         from torchvision import datasets
 
         self.name = name
         cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
-        root = Path(settings["root"])
+        root = Path(settings.root)
         where = next(
             (c for c in (root, root / name) if (c / cls.base_folder).is_dir()), root / name
         )
-        download = bool(settings["download"])
+        download = bool(settings.download)
         if not download and not (where / cls.base_folder).is_dir():
             raise DataError(
                 f"{name} not found under '{where}'; set data.download: true to download it "
@@ -280,9 +277,9 @@ class ImageFolderSource(_PILSource):
 
     name = "imagefolder"
 
-    def __init__(self, settings: dict[str, Any]):
+    def __init__(self, settings: DataSettings):
         super().__init__()
-        root = Path(settings["root"])
+        root = Path(settings.root)
         train_dir = root / "train"
         if not train_dir.is_dir():
             raise DataError(
@@ -324,7 +321,7 @@ class ImageFolderSource(_PILSource):
             train_pool = all_idx
         else:
             train_pool, held = stratified_split(
-                pool_targets, all_idx, settings["test_fraction"], settings["seed"]
+                pool_targets, all_idx, settings.test_fraction, settings.seed
             )
             test_base = (pool, held, pool_targets)
         tr, va = _pool_splits(pool_targets, train_pool, settings)
@@ -338,9 +335,9 @@ class ImageFolderSource(_PILSource):
         return imagefolder_train_transform(resolution, self.mean, self.std)
 
 
-def open_source(settings: dict[str, Any]):
-    """The source for ``settings["name"]`` (one of :data:`DATASET_NAMES`)."""
-    name = settings["name"]
+def open_source(settings: DataSettings):
+    """The source for ``settings.name`` (one of :data:`DATASET_NAMES`)."""
+    name = settings.name
     if name == "digits":
         return DigitsSource(settings)
     if name in ("cifar10", "cifar100"):

@@ -4,44 +4,46 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
+from natv2.config import ensure_config
+
 from .datasets import TensorImageDataset
-from .sources import SPLIT_NAMES, DataError, _check_fraction, open_source
-
-# Defaults of the data section (the schema fills the same ones; plain test dicts rely on these).
-DATA_DEFAULTS: dict[str, Any] = {
-    "name": "digits",
-    "root": "data",
-    "download": False,
-    "val_fraction": 0.15,
-    "test_fraction": 0.2,
-    "calib_size": 256,
-    "batch_size": 64,
-    "eval_batch_size": 256,
-    "num_workers": 0,
-    "train_subset": None,
-}
+from .sources import SPLIT_NAMES, DataError, open_source
 
 
-def data_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The data section with defaults filled, plus the top-level ``seed``."""
-    section = cfg.get("data") or {}
-    out = {key: section.get(key, default) for key, default in DATA_DEFAULTS.items()}
-    out["seed"] = int(cfg.get("seed", 0))
-    out["val_fraction"] = _check_fraction("val_fraction", out["val_fraction"])
-    out["test_fraction"] = _check_fraction("test_fraction", out["test_fraction"])
-    for key in ("calib_size", "batch_size", "eval_batch_size"):
-        if isinstance(out[key], bool) or not isinstance(out[key], int) or out[key] < 1:
-            raise DataError(f"data.{key}: value {out[key]!r} must be a positive integer")
-    sub = out["train_subset"]
-    if sub is not None and (isinstance(sub, bool) or not isinstance(sub, int) or sub < 1):
-        raise DataError(f"data.train_subset: value {sub!r} must be null or a positive integer")
-    return out
+@dataclass(frozen=True)
+class DataSettings:
+    """The ``data:`` section and the top-level ``seed`` (which draws the split). Values come
+    from the validated config; the schema (``natv2/schemas/config.schema.yaml``) holds the
+    defaults and the checks."""
+
+    name: str
+    root: str
+    download: bool
+    val_fraction: float
+    test_fraction: float
+    calib_size: int
+    batch_size: int
+    eval_batch_size: int
+    num_workers: int
+    train_subset: int | None
+    seed: int
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> DataSettings:
+        """From a config (a plain mapping is validated first, so defaults come from the schema)."""
+        cfg = ensure_config(cfg)
+        d = cfg["data"]
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name != "seed"},
+                   seed=int(cfg["seed"]))
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def _check_resolution(resolution: Any) -> int:
@@ -75,7 +77,7 @@ class Splits:
     resolution: int
     augment: bool
     name: str
-    settings: dict[str, Any] = field(repr=False, compare=False)
+    settings: DataSettings = field(repr=False, compare=False)
     _source: Any = field(repr=False, compare=False)
 
     def dataset(self, split: str, resolution: int | None = None, augment: bool = False) -> Dataset:
@@ -98,7 +100,7 @@ class Splits:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
 
 
-def _make_splits(source, settings: dict[str, Any], resolution: int, augment: bool) -> Splits:
+def _make_splits(source, settings: DataSettings, resolution: int, augment: bool) -> Splits:
     train = source.view("train", resolution, augment)
     trainval = ConcatDataset([train, source.view("val", resolution, augment)])
     return Splits(
@@ -118,13 +120,15 @@ def _make_splits(source, settings: dict[str, Any], resolution: int, augment: boo
     )
 
 
-def build_splits(cfg: Mapping[str, Any], resolution: int, augment: bool = True) -> Splits:
-    """Load ``cfg["data"]["name"]`` and split it deterministically (seed ``cfg["seed"]``).
+def build_splits(settings: DataSettings, resolution: int, augment: bool = True) -> Splits:
+    """Load dataset ``settings.name`` and split it deterministically (seed ``settings.seed``).
 
     Raises :class:`DataError` (a ``ValueError``) with one line when the dataset is absent and
-    ``data.download`` is false, or the name is unknown.
+    ``data.download`` is false.
     """
-    settings = data_settings(cfg)
+    if not isinstance(settings, DataSettings):
+        raise TypeError(f"build_splits takes DataSettings (DataSettings.from_config(cfg)), "
+                        f"not {type(settings).__name__}")
     resolution = _check_resolution(resolution)
     return _make_splits(open_source(settings), settings, resolution, augment)
 
@@ -169,20 +173,20 @@ def materialize(
 
 
 def calibration_batches(
-    splits: Splits, cfg: Mapping[str, Any] | None, resolution: int
+    splits: Splits, resolution: int, settings: DataSettings | None = None
 ) -> list[torch.Tensor]:
     """``calib_size`` training images, fixed seed, eval transform, in ``batch_size`` batches.
 
-    The same list for the same config, so BN recalibration is reproducible and the batches can
-    be reused across thousands of evaluations. ``cfg=None`` uses the settings the splits were
-    built with. (OFA draws a fresh random subset with train augmentation per evaluation; a fixed,
-    un-augmented subset removes that noise from the search's accuracy estimates.)
+    The same list for the same settings (default: those the splits were built with), so BN
+    recalibration is reproducible and the batches can be reused across thousands of
+    evaluations. (OFA draws a fresh random subset with train augmentation per evaluation; a
+    fixed, un-augmented subset removes that noise from the search's accuracy estimates.)
     """
-    settings = splits.settings if cfg is None else data_settings(cfg)
+    settings = splits.settings if settings is None else settings
     train = splits.dataset("train", resolution, augment=False)
-    n = min(settings["calib_size"], len(train))
+    n = min(settings.calib_size, len(train))
     generator = torch.Generator()
-    generator.manual_seed(settings["seed"])
+    generator.manual_seed(settings.seed)
     pick = torch.randperm(len(train), generator=generator)[:n]
-    batches = materialize(train, settings["batch_size"], settings["num_workers"], pick)
+    batches = materialize(train, settings.batch_size, settings.num_workers, pick)
     return [x for x, _ in batches]

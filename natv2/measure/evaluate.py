@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from natv2.data import (
-    Splits,
-    build_splits,
-    calibration_batches,
-    data_settings,
-    make_loader,
-    materialize,
-)
+from natv2.data import Splits, calibration_batches, make_loader, materialize
 from natv2.supernet.static import StaticNet
 
 from .accuracy import top1
 from .bn import recalibrate_bn
 from .counting import ModuleMacCounter, count_macs, count_params
 from .device import resolve_device
-from .latency import latency_ms
 
 RECORD_KEYS = ("arch", "top1", "params", "macs", "latency_ms", "r", "w", "d", "nd")
 
@@ -50,8 +42,8 @@ def _nbytes(batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> int:
 class Evaluator:
     """Evaluates architectures of one super-network; build it once per stage.
 
-    ``data`` is a :class:`~natv2.data.Splits` or a config (then the splits are built here). The
-    BN-calibration batches (kept on ``device``) and the validation batches are made once per
+    ``splits``: the :class:`~natv2.data.Splits` to evaluate on (their data settings give the
+    calibration subset and the batch sizes). The BN-calibration batches (kept on ``device``) and the validation batches are made once per
     resolution and reused by every call. Validation batches are cached while their total stays
     under ``cache_bytes`` (on ``device`` when one resolution's batches are under
     ``device_cache_bytes``, else on the CPU); beyond that budget a resolution is streamed from a
@@ -66,35 +58,21 @@ class Evaluator:
     def __init__(
         self,
         supernet: Any,
-        data: Splits | Mapping[str, Any],
-        device: torch.device | str | None = None,
+        splits: Splits,
+        device: torch.device | str = "auto",
         resolutions: Sequence[int] | None = None,
         *,
         encoder: Any = None,
-        cfg: Mapping[str, Any] | None = None,
         cache_bytes: int = 2**30,
         device_cache_bytes: int = 2**28,
     ):
+        if not isinstance(splits, Splits):
+            raise TypeError(f"splits must be a natv2.data.Splits, got {type(splits).__name__}")
         self.supernet = supernet
         self.resolutions = tuple(int(r) for r in resolutions) if resolutions else None
-        if isinstance(data, Splits):
-            self.splits = data
-            self._cfg = cfg
-            self.settings = data_settings(cfg) if cfg is not None else data.settings
-            if device is None and cfg is not None:
-                device = cfg.get("device", "auto")
-        elif isinstance(data, Mapping):
-            first = self.resolutions[0] if self.resolutions else 32
-            self.splits = build_splits(data, first, augment=False)
-            self._cfg = data
-            self.settings = self.splits.settings
-            if device is None:
-                device = data.get("device", "auto")
-        else:
-            raise TypeError(f"data must be a Splits or a config mapping, got {type(data).__name__}")
-        self.device = (
-            device if isinstance(device, torch.device) else resolve_device(device or "auto")
-        )
+        self.splits = splits
+        self.settings = splits.settings
+        self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.encode = _encoder_of(encoder)
         self.cache_bytes = int(cache_bytes)
         self.device_cache_bytes = int(device_cache_bytes)
@@ -112,7 +90,7 @@ class Evaluator:
     def calibration(self, resolution: int) -> list[torch.Tensor]:
         """The BN-recalibration batches at ``resolution`` (on the device, made once)."""
         if resolution not in self._calib:
-            batches = calibration_batches(self.splits, self._cfg, resolution)
+            batches = calibration_batches(self.splits, resolution)
             self._calib[resolution] = [_channels_last(b.to(self.device)) for b in batches]
         return self._calib[resolution]
 
@@ -122,17 +100,17 @@ class Evaluator:
         if resolution in self._val:
             return self._val[resolution]
         val = self.splits.dataset("val", resolution)
-        batch = self.settings["eval_batch_size"]
+        batch = self.settings.eval_batch_size
         per_item = 3 * resolution * resolution * 4 + 8
         if self._cached_bytes + per_item * len(val) > self.cache_bytes:
             return make_loader(
                 val,
                 batch,
                 shuffle=False,
-                seed=self.settings["seed"],
-                num_workers=self.settings["num_workers"],
+                seed=self.settings.seed,
+                num_workers=self.settings.num_workers,
             )
-        batches = materialize(val, batch, self.settings["num_workers"])
+        batches = materialize(val, batch, self.settings.num_workers)
         size = _nbytes(batches)
         if size <= self.device_cache_bytes:
             batches = [(_channels_last(x.to(self.device)), y.to(self.device)) for x, y in batches]
@@ -169,7 +147,7 @@ class Evaluator:
             macs = count_macs(sub, resolution)
         return count_params(sub), macs
 
-    def __call__(self, arch: Any, measure_latency: bool = False) -> dict[str, Any]:
+    def __call__(self, arch: Any) -> dict[str, Any]:
         r = int(arch.resolution)
         self._check_resolution(r)
         sub = self.supernet.extract(arch)
@@ -185,7 +163,7 @@ class Evaluator:
             "top1": float(acc),
             "params": params,
             "macs": macs,
-            "latency_ms": latency_ms(sub, r, self.device) if measure_latency else None,
+            "latency_ms": None,  # measured by the caller (natv2.measure.cost.LatencyModel)
             "r": r,
             "w": float(arch.width),
             "d": "-".join(str(int(v)) for v in arch.d),

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from natv2.data import build_splits
+from natv2.data import DataSettings, build_splits
 from natv2.errors import UserError
 from natv2.files import atomic_write, write_json
 from natv2.model import arch_info, save_finetuned
@@ -87,7 +87,7 @@ def run_finetune(cfg: Mapping[str, Any], rank: int, show_progress: bool = True) 
     space = space_from_config(cfg)
     arch = space.decode(encoding)
     net = load_supernet(supernet_file)
-    splits = build_splits(cfg, resolution=arch.resolution)
+    splits = build_splits(DataSettings.from_config(cfg), resolution=arch.resolution)
     ordering = cfg["finetune"]["exit_ordering"]
     settings = _settings(cfg)
     if uses_aep(arch.family, cfg["finetune"]):  # multi-exit (AEP) fine-tuning, EE families

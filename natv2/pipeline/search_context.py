@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from natv2.data import build_splits, data_settings, make_loader
+from natv2.data import DataSettings, build_splits, make_loader
 from natv2.errors import UserError
 from natv2.files import first_line
 from natv2.layout import Layout
@@ -86,7 +86,7 @@ class SearchContext:
         self.latency_on = bool(cfg["search"]["measure_latency"]) or "latency" in self.names
         space = self.space
         self.eval_settings = {
-            "data": data_settings(cfg),
+            "data": DataSettings.from_config(cfg).as_dict(),
             "space": {"family": space.family, "resolutions": list(space.resolutions),
                       "widths": list(space.widths), "ks": list(space.ks_list),
                       "e": list(space.expand_list), "d": list(space.depth_list)},
@@ -139,24 +139,25 @@ class SearchContext:
     # ----------------------------------------------------------------------- data
     @functools.cached_property
     def splits(self):
-        return build_splits(self.cfg, resolution=self.space.resolutions[0], augment=False)
+        return build_splits(DataSettings.from_config(self.cfg), self.space.resolutions[0],
+                            augment=False)
 
     @functools.cached_property
     def evaluator(self) -> Evaluator:
         return Evaluator(self.net, self.splits, self.device, self.space.resolutions,
-                         encoder=self.space, cfg=self.cfg)
+                         encoder=self.space)
 
     def train_loader(self):
         """``loader(seed)``: one shuffled, augmented pass over the training split at the
         largest resolution (seeds torch's global generator, which draws the augmentation)."""
-        settings = self.eval_settings["data"]
+        settings = self.splits.settings
         dataset = self.splits.dataset("train", max(self.space.resolutions), augment=True)
-        batch = int(settings["batch_size"])
+        batch = int(settings.batch_size)
 
         def loader(seed: int):
             torch.manual_seed(seed)
             return make_loader(dataset, batch, shuffle=True, seed=seed,
-                               num_workers=settings["num_workers"],
+                               num_workers=settings.num_workers,
                                drop_last=len(dataset) > batch)
 
         return loader

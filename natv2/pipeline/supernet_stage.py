@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from natv2.data import build_splits, make_loader
+from natv2.data import DataSettings, build_splits, make_loader
 from natv2.files import write_json
 from natv2.measure import Evaluator
 from natv2.pipeline.context import results_path, setup_stage, space_from_config
@@ -108,7 +108,7 @@ def run_supernet(cfg: Mapping[str, Any], show_progress: bool = True) -> dict:
     # fetch, verify and load the source before any data or training work
     source = open_source(sn["source"], sn["cache_dir"], family_kwargs(cfg), show_progress)
     net = source.net
-    splits = build_splits(cfg, resolution=max(space.resolutions))
+    splits = build_splits(DataSettings.from_config(cfg), resolution=max(space.resolutions))
     loader = epoch_loader(splits.train, cfg["data"]["batch_size"], cfg["data"]["num_workers"])
     if net is None:
         net = build_supernet(**family_kwargs(cfg), n_classes=splits.n_classes)

@@ -99,7 +99,7 @@ def finetune_settings(settings: Mapping[str, Any] | None,
     left at ``None``.
     """
     settings = dict(settings or {})
-    data = dict(data or {})
+    data = data.as_dict() if hasattr(data, "as_dict") else dict(data or {})
     s = {key: settings.get(key, default) for key, default in FINETUNE_DEFAULTS.items()}
     for key in ("batch_size", "eval_batch_size", "num_workers"):
         if s[key] is None:
@@ -310,7 +310,7 @@ def finetune(
         splits = splits.at(r)
     seed = s["seed"]
     start = time.perf_counter()
-    calib = [_channels_last(x.to(device)) for x in calibration_batches(splits, None, r)]
+    calib = [_channels_last(x.to(device)) for x in calibration_batches(splits, r)]
     val = eval_batches(splits.val, s["eval_batch_size"], s["num_workers"], seed)
     test = eval_batches(splits.test, s["eval_batch_size"], s["num_workers"], seed)
     history: list[dict[str, Any]] = []

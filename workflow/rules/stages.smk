@@ -13,6 +13,9 @@ for _stage in STAGES:
             **named(_stage.outs + _stage.metrics + _stage.plots),
         params:
             config_keys=stage_params(CFG, _stage.keys),
+            # the stage's natv2 arguments; a directive's value is fixed here, while the shell
+            # string is formatted when the job runs (after the loop, so it must not read _stage)
+            args=" ".join(_stage.args),
         log:
             f"logs/{_stage.name}.log",
         benchmark:
@@ -21,4 +24,4 @@ for _stage in STAGES:
         resources:
             **KIND_RESOURCES[_stage.kind],
         shell:
-            f"natv2 {' '.join(_stage.args)} {CONFIG_ARGS} 2>&1 | tee {{log}}"
+            f"natv2 {{params.args}} {CONFIG_ARGS} 2>&1 | tee {{log}}"
