@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from natv2.config import ConfigError
 from natv2.data import DataSettings, build_splits
 from natv2.errors import UserError
 from natv2.model import MultiExitModel, arch_info, export_model, load_model, predict, save_finetuned
@@ -26,14 +27,16 @@ from natv2.train.aep import (
     exit_weights,
     uses_aep,
 )
-from natv2.train.finetune import HISTORY_COLUMNS
+from natv2.train.finetune import HISTORY_COLUMNS, FinetuneSettings
 
 R = 16
 CFG = {"seed": 0, "data": {"name": "digits", "train_subset": 64, "batch_size": 32,
                            "calib_size": 32, "eval_batch_size": 512, "test_fraction": 0.1,
                            "val_fraction": 0.05}}
-SETTINGS = {"seed": 3, "max_epochs": 2, "patience": 1, "lr": 0.02, "measure_latency": False,
-            "exit_ordering": "MIX"}
+SETTINGS = FinetuneSettings.from_config(
+    {"seed": 3, "data": CFG["data"],
+     "finetune": {"max_epochs": 2, "patience": 1, "lr": 0.02, "measure_latency": False,
+                  "exit_ordering": "MIX"}})
 SPACE = SearchSpace(family="EE_B", resolutions=(R,), widths=(1.0,))
 ND = 3
 
@@ -87,14 +90,20 @@ def test_bad_ordering_nd_role():
         exit_weights("ASC", 3, role="teacher")
 
 
+def _ordering(ordering):
+    return dataclasses.replace(SETTINGS, exit_ordering=ordering)
+
+
 def test_uses_aep():
-    assert uses_aep("EE_B", {"exit_ordering": "ASC"})
-    assert uses_aep("EE_DP", {"exit_ordering": "MIX"})
-    assert not uses_aep("EE_B", {"exit_ordering": None})
-    assert not uses_aep("EE_B", {})
-    assert not uses_aep("SE_B", {"exit_ordering": "ASC"})
-    with pytest.raises(UserError, match="exit_ordering"):
-        uses_aep("EE_B", {"exit_ordering": "SIDEWAYS"})
+    assert uses_aep("EE_B", _ordering("ASC"))
+    assert uses_aep("EE_DP", _ordering("MIX"))
+    assert not uses_aep("EE_B", _ordering(None))
+    assert not uses_aep("EE_B", FinetuneSettings.from_config({}))  # schema default: null
+    assert not uses_aep("SE_B", _ordering("ASC"))
+    with pytest.raises(ConfigError, match="'finetune.exit_ordering'"):
+        FinetuneSettings.from_config({"finetune": {"exit_ordering": "SIDEWAYS"}})
+    with pytest.raises(TypeError, match="FinetuneSettings"):
+        uses_aep("EE_B", {"exit_ordering": "ASC"})
 
 
 def test_hooks_loss_and_logits():
@@ -172,6 +181,12 @@ def test_aep_finetune_needs_an_ee_family(setup):
     with pytest.raises(UserError, match="early-exit family"):
         aep_finetune(build_supernet("SE_B", n_classes=10), se.smallest(), splits, SETTINGS,
                      "cpu")
+
+
+def test_aep_finetune_needs_an_exit_ordering(setup):
+    supernet, splits, arch = setup
+    with pytest.raises(UserError, match="finetune.exit_ordering"):
+        aep_finetune(supernet, arch, splits, _ordering(None), "cpu")
 
 
 # ----------------------------------------------------------------------------- save / load

@@ -2,28 +2,31 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from natv2.config import ConfigError
 from natv2.data import DataSettings, build_splits
-from natv2.errors import UserError
 from natv2.space import SearchSpace
 from natv2.supernet import build_supernet
 from natv2.train.finetune import (
-    FINETUNE_DEFAULTS,
     HISTORY_COLUMNS,
     FinetuneResult,
+    FinetuneSettings,
     finetune,
-    finetune_settings,
 )
 
 CFG = {"seed": 0, "data": {"name": "digits", "train_subset": 64, "batch_size": 32,
                            "calib_size": 32, "eval_batch_size": 512, "test_fraction": 0.1,
                            "val_fraction": 0.05}}
-SETTINGS = {"seed": 3, "max_epochs": 2, "patience": 1, "lr": 0.02, "measure_latency": False}
+# fine-tuning seed 3 (the splits are drawn with seed 0); batch sizes from the data section
+SETTINGS = FinetuneSettings.from_config(
+    {"seed": 3, "data": CFG["data"],
+     "finetune": {"max_epochs": 2, "patience": 1, "lr": 0.02, "measure_latency": False}})
 SPACE = SearchSpace(family="SE_B", resolutions=(16,), widths=(1.0,))
 
 
@@ -43,6 +46,7 @@ def result(setup) -> FinetuneResult:
     res = finetune(supernet, arch, splits, SETTINGS, "cpu", encoding=SPACE.encode(arch))
     after = supernet.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # super-network only read
+    assert res.settings is SETTINGS
     return res
 
 
@@ -77,21 +81,21 @@ def test_patience_early_stopping_and_step2_length(setup, monkeypatch):
     scripted = iter([11.0, 50.0, 60.0, 55.0, 58.0, 99.0, 42.0])  # test, val x4 (stop), test
 
     monkeypatch.setattr(ft, "accuracy", lambda *args, **kwargs: next(scripted))
-    res = finetune(supernet, arch, splits, {**SETTINGS, "max_epochs": 5, "patience": 2}, "cpu")
+    res = finetune(supernet, arch, splits, dataclasses.replace(SETTINGS, max_epochs=5, patience=2), "cpu")
     assert res.epochs_run == 4 and res.best_epochs == 2 and res.val_top1_best == 60.0
     assert res.top1_before == 11.0 and res.top1_after == 99.0
     step2 = [r for r in res.history if r["step"] == 2]
     assert [r["epoch"] for r in step2] == [1, 2]
     # step 2's cosine spans best_epochs: epoch 2 starts half-way down
-    assert step2[1]["lr"] == pytest.approx(SETTINGS["lr"] * 0.5, rel=1e-6)
+    assert step2[1]["lr"] == pytest.approx(SETTINGS.lr * 0.5, rel=1e-6)
 
 
 def test_step1_schedule_is_cosine_over_max_epochs(result):
     step1 = [r for r in result.history if r["step"] == 1]
     assert len(step1) == 2  # epoch 1 always sets the best; patience 1 allows epoch 2
     # first lr of epoch 2 is half-way down the cosine over max_epochs
-    assert step1[1]["lr"] == pytest.approx(SETTINGS["lr"] * 0.5, rel=1e-6)
-    assert step1[0]["lr"] == pytest.approx(SETTINGS["lr"])
+    assert step1[1]["lr"] == pytest.approx(SETTINGS.lr * 0.5, rel=1e-6)
+    assert step1[0]["lr"] == pytest.approx(SETTINGS.lr)
 
 
 def test_same_seed_same_weights_and_loss_hook(setup, result):
@@ -100,7 +104,7 @@ def test_same_seed_same_weights_and_loss_hook(setup, result):
 
     def loss_fn(outputs, y):  # a plug-in loss (the EE variant passes a multi-exit one)
         calls.append(len(y))
-        return F.cross_entropy(outputs, y, label_smoothing=FINETUNE_DEFAULTS["label_smoothing"])
+        return F.cross_entropy(outputs, y, label_smoothing=SETTINGS.label_smoothing)
 
     again = finetune(supernet, arch, splits, SETTINGS, "cpu", loss_fn=loss_fn)
     assert calls and all(n == 32 for n in calls)
@@ -109,13 +113,37 @@ def test_same_seed_same_weights_and_loss_hook(setup, result):
     assert again.top1_after == result.top1_after and again.best_epochs == result.best_epochs
 
 
-def test_settings_defaults_and_errors():
-    s = finetune_settings({}, {"batch_size": 17, "eval_batch_size": 5, "num_workers": 0})
-    assert s["batch_size"] == 17 and s["eval_batch_size"] == 5 and s["optimizer"] == "sgd"
-    s = finetune_settings({"optimizer": "adamw", "unrelated": 1})
-    assert s["optimizer"] == "adamw" and "unrelated" not in s
-    for bad, match in (({"optimizer": "adam"}, "valid: sgd, adamw"), ({"lr": 0}, "lr"),
-                       ({"max_epochs": 0}, "max_epochs"), ({"patience": 1.5}, "patience"),
-                       ({"label_smoothing": 1.0}, "label_smoothing")):
-        with pytest.raises(UserError, match=match):
-            finetune_settings(bad)
+def test_settings_from_config():
+    assert SETTINGS.seed == 3 and SETTINGS.max_epochs == 2 and SETTINGS.lr == 0.02
+    assert (SETTINGS.batch_size, SETTINGS.eval_batch_size, SETTINGS.num_workers) == (32, 512, 0)
+    # finetune.batch_size null (the schema default) takes data.batch_size; the rest from the schema
+    s = FinetuneSettings.from_config({"data": {"batch_size": 17, "eval_batch_size": 5}})
+    assert s.batch_size == 17 and s.eval_batch_size == 5 and s.optimizer == "sgd"
+    assert s.exit_ordering is None and s.measure_latency is True
+    s = FinetuneSettings.from_config({"data": {"batch_size": 17},
+                                      "finetune": {"batch_size": 9, "optimizer": "adamw"}})
+    assert s.batch_size == 9 and s.optimizer == "adamw"
+    assert isinstance(FinetuneSettings.from_config({"finetune": {"lr": 1}}).lr, float)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.lr = 0.1
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"optimizer": "adam"}, "'finetune.optimizer'.*allowed: sgd, adamw"),
+    ({"lr": 0}, "'finetune.lr'"),
+    ({"max_epochs": 0}, "'finetune.max_epochs'"),
+    ({"patience": 1.5}, "'finetune.patience'"),
+    ({"label_smoothing": 1.5}, "'finetune.label_smoothing'"),
+    ({"batch_size": 0}, "'finetune.batch_size'"),
+    ({"exit_ordering": "SIDEWAYS"}, "'finetune.exit_ordering'"),
+    ({"unrelated": 1}, "'unrelated' in 'finetune'"),
+])
+def test_bad_settings_are_refused_by_the_schema(bad, match):
+    with pytest.raises(ConfigError, match=match):
+        FinetuneSettings.from_config({"finetune": bad})
+
+
+def test_finetune_takes_typed_settings(setup):
+    supernet, splits, arch = setup
+    with pytest.raises(TypeError, match="FinetuneSettings"):
+        finetune(supernet, arch, splits, {"max_epochs": 1}, "cpu")

@@ -25,7 +25,7 @@ from natv2.seeds import finetune_seed
 from natv2.selection import select_for_finetune
 from natv2.supernet import load_supernet
 from natv2.train.aep import aep_finetune, uses_aep
-from natv2.train.finetune import finetune
+from natv2.train.finetune import FinetuneSettings, finetune
 
 
 def final_round_dir(cfg: Mapping[str, Any]):
@@ -64,14 +64,6 @@ def _write_unused(cfg: Mapping[str, Any], rank: int, reason: str) -> dict:
     return record
 
 
-def _settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    ft = dict(cfg["finetune"])
-    for key in ("slots", "n_high_tradeoff", "exit_ordering"):
-        ft.pop(key)
-    ft["seed"] = int(cfg["seed"])
-    return ft
-
-
 def run_finetune(cfg: Mapping[str, Any], rank: int, show_progress: bool = True) -> dict:
     """Fine-tune slot ``rank``; returns what it wrote to ``metrics.json``."""
     rank = _check_rank(cfg, rank)
@@ -88,14 +80,13 @@ def run_finetune(cfg: Mapping[str, Any], rank: int, show_progress: bool = True) 
     arch = space.decode(encoding)
     net = load_supernet(supernet_file)
     splits = build_splits(DataSettings.from_config(cfg), resolution=arch.resolution)
-    ordering = cfg["finetune"]["exit_ordering"]
-    settings = _settings(cfg)
-    if uses_aep(arch.family, cfg["finetune"]):  # multi-exit (AEP) fine-tuning, EE families
+    settings = FinetuneSettings.from_config(cfg)
+    if uses_aep(arch.family, settings):  # multi-exit (AEP) fine-tuning, EE families
         result = aep_finetune(net, arch, splits, settings, device, show_progress=show_progress,
-                              encoding=encoding, ordering=ordering)
+                              encoding=encoding)
     else:
         result = finetune(net, arch, splits, settings, device, show_progress=show_progress, encoding=encoding)
     metrics = {**result.metrics(), "used": True, "rank": rank, "encoding": encoding}
-    info = {**arch_info(arch, encoding, splits), "exit_ordering": ordering if space.has_nd else None}
+    info = {**arch_info(arch, encoding, splits), "exit_ordering": settings.exit_ordering if space.has_nd else None}
     save_finetuned(rank_dir(cfg, rank), result.model, info, metrics, result.history)
     return metrics

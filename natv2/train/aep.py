@@ -28,6 +28,8 @@ the best-ensemble-top-1 epoch).
 
 ```python
 from natv2.train.aep import aep_finetune, uses_aep
+from natv2.train.finetune import FinetuneSettings
+settings = FinetuneSettings.from_config(cfg)
 if uses_aep(arch.family, settings):           # EE family and finetune.exit_ordering set
     result = aep_finetune(supernet, arch, splits, settings, "auto")
     result.per_exit_top1, result.ensemble_top1, result.metrics()
@@ -36,7 +38,7 @@ if uses_aep(arch.family, settings):           # EE family and finetune.exit_orde
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -51,11 +53,12 @@ from natv2.space.arch import has_nd
 from natv2.train.finetune import (
     ExtractFn,
     FinetuneResult,
+    FinetuneSettings,
     LogitsFn,
     LossFn,
+    check_settings,
     eval_batches,
     finetune,
-    finetune_settings,
 )
 from natv2.train.losses import ensemble_logits
 
@@ -109,14 +112,11 @@ def exit_weights(ordering: str, nd: int, role: str = "loss") -> list[float]:
     return loss if role == "loss" else ensemble
 
 
-def uses_aep(family: str, settings: Mapping[str, Any] | None) -> bool:
+def uses_aep(family: str, settings: FinetuneSettings) -> bool:
     """Whether the fine-tune stage should use :func:`aep_finetune`: an early-exit family and a
-    non-null ``finetune.exit_ordering`` (checked). SE families ignore the setting."""
-    ordering = (settings or {}).get(ORDERING_KEY)
-    if ordering is None:
-        return False
-    check_ordering(ordering)
-    return has_nd(family)
+    non-null ``settings.exit_ordering`` (``finetune.exit_ordering``). SE families ignore the
+    setting."""
+    return check_settings(settings).exit_ordering is not None and has_nd(family)
 
 
 def _exits(outputs: Any) -> list[torch.Tensor]:
@@ -214,32 +214,35 @@ def aep_finetune(
     supernet: Any,
     arch: Any,
     splits: Splits,
-    settings: Mapping[str, Any] | None = None,
+    settings: FinetuneSettings,
     device: torch.device | str = "auto",
     show_progress: bool = False,
     *,
     encoding: str | None = None,
-    ordering: str | None = None,
 ) -> AEPResult:
     """NATv2's two-step fine-tuning (:func:`~natv2.train.finetune.finetune`) of the multi-exit
-    sub-network ``arch`` (an EE family) with the exit weights of ``ordering`` (default
-    ``settings["exit_ordering"]``, else ASC); then the test top-1 of every exit and of the
-    ensemble. The history rows are :func:`finetune`'s (train/val top-1 of the ensemble)."""
+    sub-network ``arch`` (an EE family) with the exit weights of ``settings.exit_ordering``
+    (``finetune.exit_ordering``, which must not be null); then the test top-1 of every exit and
+    of the ensemble. The history rows are :func:`finetune`'s (train/val top-1 of the ensemble).
+    """
+    s = check_settings(settings)
     if not has_nd(getattr(arch, "family", "SE_B")):
         raise UserError(f"multi-exit fine-tuning needs an early-exit family (EE_*), got "
                         f"{getattr(arch, 'family', None)!r}")
-    ordering = check_ordering(ordering or (settings or {}).get(ORDERING_KEY) or "ASC")
-    s = finetune_settings(settings, getattr(splits, "settings", None))
+    if s.exit_ordering is None:
+        raise UserError(f"multi-exit fine-tuning needs finetune.{ORDERING_KEY} "
+                        f"({', '.join(ORDERINGS)}); it is null")
+    ordering = check_ordering(s.exit_ordering)
     device = device if isinstance(device, torch.device) else resolve_device(device)
     nd = int(arch.nd)
-    extract_fn, loss_fn, logits_fn = aep_hooks(ordering, nd, s["label_smoothing"])
-    result = finetune(supernet, arch, splits, settings, device, show_progress,
+    extract_fn, loss_fn, logits_fn = aep_hooks(ordering, nd, s.label_smoothing)
+    result = finetune(supernet, arch, splits, s, device, show_progress,
                       encoding=encoding, extract_fn=extract_fn, loss_fn=loss_fn,
                       logits_fn=logits_fn)
     loss_w, ens_w = aep_weights(ordering, nd)
     r = int(arch.resolution)
     test_splits = splits if splits.resolution == r else splits.at(r)
-    test = eval_batches(test_splits.test, s["eval_batch_size"], s["num_workers"], s["seed"])
+    test = eval_batches(test_splits.test, s.eval_batch_size, s.num_workers, s.seed)
     model = result.model.to(device)
     per_exit, ens = exit_accuracies(model, test, device, ens_w)
     model.to("cpu")

@@ -8,8 +8,9 @@ recalibrates BN and trains it on train + val for exactly that many epochs (the c
 spans those epochs); its test top-1 is the reported accuracy.
 
 ```python
-from natv2.train.finetune import finetune
-result = finetune(supernet, arch, splits, {"max_epochs": 20, "patience": 3}, "auto")
+from natv2.train.finetune import FinetuneSettings, finetune
+settings = FinetuneSettings.from_config(cfg)  # or a partial config: {"finetune": {"max_epochs": 20}}
+result = finetune(supernet, arch, splits, settings, "auto")
 result.top1_before, result.top1_after, result.best_epochs, result.history
 ```
 
@@ -20,7 +21,7 @@ defaults are ``supernet.extract(arch)``, label-smoothed cross entropy on ``logit
 and :func:`natv2.measure.logits_of` (the output itself, or the last exit of a list).
 
 Reproducibility: each step seeds torch's global RNG (dropout, the digits augmentation) and the
-loader's shuffling generator from ``settings["seed"]`` (step 2 from ``seed + 1``), so the same
+loader's shuffling generator from ``natv2.seeds.step_seed(settings.seed, step)``, so the same
 inputs on the same device give the same weights. (On CUDA, cuDNN may pick non-deterministic
 kernels; set ``torch.backends.cudnn.deterministic`` yourself if you need bitwise equality there.)
 """
@@ -30,7 +31,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -38,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from natv2.config import ensure_config
 from natv2.data import Splits, TensorImageDataset, calibration_batches, make_loader, materialize
 from natv2.errors import UserError
 from natv2.measure import (
@@ -51,24 +53,6 @@ from natv2.measure import (
 from natv2.seeds import step_seed
 from natv2.train.schedule import cosine_lr
 
-#: Settings of :func:`finetune` and their defaults (``None``: taken from the splits' data
-#: settings). Unknown keys are ignored, so a whole ``finetune:`` config section can be passed.
-FINETUNE_DEFAULTS: dict[str, Any] = {
-    "seed": 0,
-    "max_epochs": 30,
-    "patience": 5,
-    "optimizer": "sgd",
-    "lr": 0.01,
-    "momentum": 0.9,
-    "weight_decay": 3e-5,
-    "label_smoothing": 0.1,
-    "warmup_epochs": 0,
-    "batch_size": None,
-    "eval_batch_size": None,
-    "num_workers": None,
-    "measure_latency": True,
-}
-OPTIMIZERS = ("sgd", "adamw")
 HISTORY_COLUMNS = ("step", "epoch", "lr", "train_loss", "train_top1", "val_top1", "seconds")
 
 LossFn = Callable[[Any, torch.Tensor], torch.Tensor]
@@ -76,53 +60,51 @@ LogitsFn = Callable[[Any], torch.Tensor]
 ExtractFn = Callable[[Any, Any], nn.Module]
 
 
-def _int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise UserError(f"finetune.{name}: value {value!r} must be an integer >= {minimum}")
-    return int(value)
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """What :func:`finetune` and :func:`natv2.train.aep.aep_finetune` use: the ``finetune:``
+    section (less ``slots``/``n_high_tradeoff``, which the stage uses), the top-level ``seed``
+    and the data section's evaluation batch size and loader workers. Values come from the
+    validated config; the schema (``natv2/schemas/config.schema.yaml``) holds the defaults and
+    the checks."""
 
+    seed: int
+    max_epochs: int
+    patience: int
+    optimizer: str
+    lr: float
+    momentum: float
+    weight_decay: float
+    label_smoothing: float
+    warmup_epochs: int
+    batch_size: int
+    eval_batch_size: int
+    num_workers: int
+    measure_latency: bool
+    exit_ordering: str | None
 
-def _float(name: str, value: Any, minimum: float, below: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise UserError(f"finetune.{name}: value {value!r} must be a number")
-    if value < minimum or (below is not None and value >= below):
-        bound = f"in [{minimum}, {below})" if below is not None else f">= {minimum}"
-        raise UserError(f"finetune.{name}: value {value!r} must be {bound}")
-    return float(value)
-
-
-def finetune_settings(settings: Mapping[str, Any] | None,
-                      data: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """``settings`` with defaults filled and values checked (``UserError`` naming the key).
-
-    ``data``: the splits' data settings, for ``batch_size``/``eval_batch_size``/``num_workers``
-    left at ``None``.
-    """
-    settings = dict(settings or {})
-    data = data.as_dict() if hasattr(data, "as_dict") else dict(data or {})
-    s = {key: settings.get(key, default) for key, default in FINETUNE_DEFAULTS.items()}
-    for key in ("batch_size", "eval_batch_size", "num_workers"):
-        if s[key] is None:
-            s[key] = data.get(key, {"batch_size": 64, "eval_batch_size": 256,
-                                    "num_workers": 0}[key])
-    s["seed"] = _int("seed", s["seed"], 0)
-    s["max_epochs"] = _int("max_epochs", s["max_epochs"], 1)
-    s["patience"] = _int("patience", s["patience"], 1)
-    s["warmup_epochs"] = _int("warmup_epochs", s["warmup_epochs"], 0)
-    s["batch_size"] = _int("batch_size", s["batch_size"], 1)
-    s["eval_batch_size"] = _int("eval_batch_size", s["eval_batch_size"], 1)
-    s["num_workers"] = _int("num_workers", s["num_workers"], 0)
-    s["lr"] = _float("lr", s["lr"], 0.0)
-    if s["lr"] <= 0:
-        raise UserError(f"finetune.lr: value {s['lr']!r} must be > 0")
-    s["momentum"] = _float("momentum", s["momentum"], 0.0, 1.0)
-    s["weight_decay"] = _float("weight_decay", s["weight_decay"], 0.0)
-    s["label_smoothing"] = _float("label_smoothing", s["label_smoothing"], 0.0, 1.0)
-    if s["optimizer"] not in OPTIMIZERS:
-        raise UserError(f"finetune.optimizer: unknown value {s['optimizer']!r}; valid: "
-                        f"{', '.join(OPTIMIZERS)}")
-    s["measure_latency"] = bool(s["measure_latency"])
-    return s
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> FinetuneSettings:
+        """From a config (a plain mapping is validated first, so defaults come from the schema);
+        ``finetune.batch_size: null`` means ``data.batch_size``."""
+        cfg = ensure_config(cfg)
+        ft, data = cfg["finetune"], cfg["data"]
+        return cls(
+            seed=int(cfg["seed"]),
+            max_epochs=int(ft["max_epochs"]),
+            patience=int(ft["patience"]),
+            optimizer=ft["optimizer"],
+            lr=float(ft["lr"]),
+            momentum=float(ft["momentum"]),
+            weight_decay=float(ft["weight_decay"]),
+            label_smoothing=float(ft["label_smoothing"]),
+            warmup_epochs=int(ft["warmup_epochs"]),
+            batch_size=int(data["batch_size"] if ft["batch_size"] is None else ft["batch_size"]),
+            eval_batch_size=int(data["eval_batch_size"]),
+            num_workers=int(data["num_workers"]),
+            measure_latency=bool(ft["measure_latency"]),
+            exit_ordering=ft["exit_ordering"],
+        )
 
 
 @dataclass
@@ -140,7 +122,7 @@ class FinetuneResult:
     latency_ms: float | None
     seconds: float
     history: list[dict[str, Any]]
-    settings: dict[str, Any] = field(default_factory=dict)
+    settings: FinetuneSettings
     encoding: str | None = None
 
     def metrics(self) -> dict[str, Any]:
@@ -183,11 +165,13 @@ def param_groups(net: nn.Module, weight_decay: float) -> list[dict]:
             {"params": no_decay, "weight_decay": 0.0}]
 
 
-def make_optimizer(net: nn.Module, s: Mapping[str, Any]) -> torch.optim.Optimizer:
-    groups = param_groups(net, s["weight_decay"])
-    if s["optimizer"] == "sgd":
-        return torch.optim.SGD(groups, lr=s["lr"], momentum=s["momentum"], nesterov=True)
-    return torch.optim.AdamW(groups, lr=s["lr"])
+def make_optimizer(net: nn.Module, s: FinetuneSettings) -> torch.optim.Optimizer:
+    groups = param_groups(net, s.weight_decay)
+    if s.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=s.lr, momentum=s.momentum, nesterov=True)
+    if s.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=s.lr)
+    raise ValueError(f"no optimizer {s.optimizer!r}")
 
 
 def eval_batches(dataset, batch_size: int, num_workers: int, seed: int) -> Iterable:
@@ -217,12 +201,12 @@ def _channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
 
-def _train_loader(dataset, s: Mapping[str, Any], seed: int):
+def _train_loader(dataset, s: FinetuneSettings, seed: int):
     # drop the last partial batch (a batch of 1 breaks BN at 1x1 spatial size) unless the split
     # is smaller than a batch
-    drop_last = len(dataset) > s["batch_size"]
-    return make_loader(dataset, s["batch_size"], shuffle=True, seed=seed,
-                       num_workers=s["num_workers"], drop_last=drop_last)
+    drop_last = len(dataset) > s.batch_size
+    return make_loader(dataset, s.batch_size, shuffle=True, seed=seed,
+                       num_workers=s.num_workers, drop_last=drop_last)
 
 
 @dataclass
@@ -232,7 +216,7 @@ class _Run:
     net: nn.Module
     loader: Any
     epochs: int
-    s: Mapping[str, Any]
+    s: FinetuneSettings
     device: torch.device
     loss_fn: LossFn
     logits_fn: LogitsFn
@@ -244,7 +228,7 @@ class _Run:
         if self.steps_per_epoch == 0:
             raise UserError("finetune: the training split is empty")
         self.total = self.epochs * self.steps_per_epoch
-        self.warmup = min(self.s["warmup_epochs"] * self.steps_per_epoch, self.total)
+        self.warmup = min(self.s.warmup_epochs * self.steps_per_epoch, self.total)
 
     def epoch(self, bar: tqdm) -> dict[str, float]:
         net, opt = self.net, self.optimizer
@@ -253,7 +237,7 @@ class _Run:
         first_lr = None
         loss_sum = correct = seen = 0.0
         for x, y in self.loader:
-            lr = cosine_lr(self.s["lr"], self.step, self.total, self.warmup)
+            lr = cosine_lr(self.s.lr, self.step, self.total, self.warmup)
             first_lr = lr if first_lr is None else first_lr
             for group in opt.param_groups:
                 group["lr"] = lr
@@ -268,7 +252,7 @@ class _Run:
             if not math.isfinite(loss_value):
                 raise FloatingPointError(
                     f"finetune: training loss is {loss_value} at step {self.step}; "
-                    f"lower finetune.lr (now {self.s['lr']})")
+                    f"lower finetune.lr (now {self.s.lr})")
             n = int(y.numel())
             loss_sum += loss_value * n
             correct += float((self.logits_fn(outputs).detach().argmax(1) == y).sum())
@@ -281,11 +265,19 @@ class _Run:
 
 
 # ----------------------------------------------------------------------------- finetune
+def check_settings(settings: Any) -> FinetuneSettings:
+    """``settings`` if it is a :class:`FinetuneSettings`, else ``TypeError``."""
+    if not isinstance(settings, FinetuneSettings):
+        raise TypeError(f"fine-tuning takes FinetuneSettings (FinetuneSettings.from_config(cfg)), "
+                        f"not {type(settings).__name__}")
+    return settings
+
+
 def finetune(
     supernet: Any,
     arch: Any,
     splits: Splits,
-    settings: Mapping[str, Any] | None = None,
+    settings: FinetuneSettings,
     device: torch.device | str = "auto",
     show_progress: bool = False,
     *,
@@ -297,22 +289,22 @@ def finetune(
     """Fine-tune ``arch`` (an :class:`~natv2.space.Arch`) of ``supernet`` in NATv2's two steps.
 
     ``splits`` may be at any resolution: they are re-viewed at ``arch.resolution`` (keeping
-    their ``augment``). ``settings``: see :data:`FINETUNE_DEFAULTS`. The super-network is only
-    read. Returns a :class:`FinetuneResult` whose ``model`` is the step-2 network.
+    their ``augment``). ``settings``: :meth:`FinetuneSettings.from_config`. The super-network
+    is only read. Returns a :class:`FinetuneResult` whose ``model`` is the step-2 network.
     """
-    s = finetune_settings(settings, getattr(splits, "settings", None))
+    s = check_settings(settings)
     device = device if isinstance(device, torch.device) else resolve_device(device)
     extract_fn = extract_fn or default_extract
     logits_fn = logits_fn or logits_of
-    loss_fn = loss_fn or make_loss_fn(s["label_smoothing"], logits_fn)
+    loss_fn = loss_fn or make_loss_fn(s.label_smoothing, logits_fn)
     r = int(arch.resolution)
     if splits.resolution != r:
         splits = splits.at(r)
-    seed = s["seed"]
+    seed = s.seed
     start = time.perf_counter()
     calib = [_channels_last(x.to(device)) for x in calibration_batches(splits, r)]
-    val = eval_batches(splits.val, s["eval_batch_size"], s["num_workers"], seed)
-    test = eval_batches(splits.test, s["eval_batch_size"], s["num_workers"], seed)
+    val = eval_batches(splits.val, s.eval_batch_size, s.num_workers, seed)
+    test = eval_batches(splits.test, s.eval_batch_size, s.num_workers, seed)
     history: list[dict[str, Any]] = []
 
     def fresh() -> nn.Module:
@@ -327,11 +319,11 @@ def finetune(
     net = fresh()
     top1_before = accuracy(net, test, device, logits_fn)
     torch.manual_seed(step_seed(seed, 1))
-    run = _Run(net, _train_loader(splits.train, s, step_seed(seed, 1)), s["max_epochs"], s, device, loss_fn,
+    run = _Run(net, _train_loader(splits.train, s, step_seed(seed, 1)), s.max_epochs, s, device, loss_fn,
                logits_fn)
     best_val, best_epoch, bad, epochs_run = -math.inf, 0, 0, 0
     with tqdm(total=run.total, desc="finetune step 1", disable=not show_progress) as bar:
-        for epoch in range(1, s["max_epochs"] + 1):
+        for epoch in range(1, s.max_epochs + 1):
             row = run.epoch(bar)
             t = time.perf_counter()
             val_top1 = accuracy(net, val, device, logits_fn)
@@ -343,7 +335,7 @@ def finetune(
             else:
                 bad += 1
             bar.set_postfix(val=f"{val_top1:.1f}", best=f"{best_val:.1f}@{best_epoch}")
-            if bad >= s["patience"]:
+            if bad >= s.patience:
                 break
     best_epochs = max(1, best_epoch)
     del net, run
@@ -358,7 +350,7 @@ def finetune(
             row = run.epoch(bar)
             history.append({"step": 2, "epoch": epoch, **row, "val_top1": None})
     top1_after = accuracy(net, test, device, logits_fn)
-    lat = latency_ms(net, r, device) if s["measure_latency"] else None
+    lat = latency_ms(net, r, device) if s.measure_latency else None
     net.eval()
     params, macs = count_params(net), count_macs(net, r)
     net.to("cpu", memory_format=torch.contiguous_format)  # the layout load_model gives
