@@ -8,7 +8,12 @@ import pytest
 from natv2.search import records_to_archive
 from natv2.space import SearchSpace
 from natv2.train import adapt
-from natv2.train.adapt import VariableDistributions, best_members, fit_archive_distributions
+from natv2.train.adapt import (
+    AdaptSettings,
+    VariableDistributions,
+    best_members,
+    fit_archive_distributions,
+)
 from natv2.train.eps import TrainSettings
 
 SPACE = SearchSpace("SE_B", resolutions=[16, 20, 24], widths=[1.0])
@@ -82,14 +87,15 @@ def test_adapt_supernet_passes_archive_samplers(monkeypatch):
     df = _archive()
     out = adapt.adapt_supernet(
         Net(), SPACE, df, ["top1", "params"], loader=lambda seed: [],
-        adaptation={"epochs": 2, "lr": 0.01, "top_n": 4, "subnets_per_step": 3, "kd_ratio": 0.0},
-        train=TrainSettings(phases={}), device="cpu", seed=5, show_progress=False)
+        adaptation=AdaptSettings(epochs=2, lr=0.01, top_n=4, subnets_per_step=3, kd_ratio=0.0),
+        train=TrainSettings.from_config({}), device="cpu", seed=5, repair="fill",
+        show_progress=False)
     assert out["top_n"] == 4 and out["epochs"] == 2
     assert seen["arch"].resolution == seen["res"] in SPACE.resolutions
     assert seen["settings"].subnets_per_step == 3 and seen["settings"].lr == 0.01
     assert seen["teacher"] is None and seen["train"].kd_ratio == 0.0
     skipped = adapt.adapt_supernet(
         Net(), SPACE, df, ["top1", "params"], loader=None,
-        adaptation={"epochs": 0, "lr": 0.01, "top_n": 4, "subnets_per_step": 3, "kd_ratio": 1.0},
-        train=TrainSettings(phases={}), device="cpu")
+        adaptation=AdaptSettings(epochs=0, lr=0.01, top_n=4, subnets_per_step=3, kd_ratio=1.0),
+        train=TrainSettings.from_config({}), device="cpu", seed=0, repair="fill")
     assert skipped["epochs"] == 0

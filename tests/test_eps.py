@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -23,6 +25,11 @@ from natv2.train.phases import PHASE_ORDER, elastic_dims, phases_for, sample_pha
 CPU = torch.device("cpu")
 RES = 16
 WEIGHTS = (0.06, 0.13, 0.20, 0.27, 0.34)
+
+
+def train_settings(**changes) -> TrainSettings:
+    """The schema's training settings (``TrainSettings.from_config({})``) with ``changes``."""
+    return dataclasses.replace(TrainSettings.from_config({}), **changes)
 
 
 def space_of(family: str) -> SearchSpace:
@@ -153,7 +160,7 @@ def test_a_phase_on_a_fixed_batch_lowers_the_loss(family, monkeypatch):
 
     monkeypatch.setattr(eps, "distillation_loss", spy)
     before = _largest_loss(net, space, x, y)
-    train = TrainSettings(phases={}, label_smoothing=0.0, ensemble_weights=WEIGHTS, seed=0)
+    train = train_settings(phases={}, label_smoothing=0.0, ensemble_weights=WEIGHTS, seed=0)
     record = train_phase(net, space, lambda seed: [(x, y)] * 6, "kernel", PhaseSettings(1, 0.05, 0, 1),
                          train, teacher, CPU, seed=1, show_progress=False)
     after = _largest_loss(net, space, x, y)
@@ -175,10 +182,10 @@ def test_train_supernet_plan_and_teachers(monkeypatch, tmp_path):
         return {"name": phase, "epochs": settings.epochs, "seconds": 0.0}
 
     monkeypatch.setattr(eps, "train_phase", fake_phase)
-    phases = {p: PhaseSettings(1, 0.1) for p in PHASE_ORDER}
-    phases["depth"] = PhaseSettings(0, 0.1)  # 0 epochs: skipped
+    phases = {p: PhaseSettings(1, 0.1, 0, 1) for p in PHASE_ORDER}
+    phases["depth"] = PhaseSettings(0, 0.1, 0, 1)  # 0 epochs: skipped
     net = build_supernet("EE_P", n_classes=10)
-    history = train_supernet(net, space_of("EE_P"), None, TrainSettings(phases=phases, seed=3), CPU,
+    history = train_supernet(net, space_of("EE_P"), None, train_settings(phases=phases, seed=3), CPU,
                              tmp_path / "work", show_progress=False)
     assert [c[0] for c in calls] == ["full", "kernel", "net_width", "net_depth", "expand"]
     assert [c[2] for c in calls] == [300, 301, 302, 303, 304]
@@ -192,7 +199,7 @@ def test_train_supernet_plan_and_teachers(monkeypatch, tmp_path):
         "phase_04_expand.pt"]
 
     calls.clear()
-    fixed = TrainSettings(phases=phases, progressive_teacher=False, kd_ratio=1.0)
+    fixed = train_settings(phases=phases, progressive_teacher=False, kd_ratio=1.0)
     train_supernet(build_supernet("SE_B", n_classes=10), space_of("SE_B"), None, fixed, CPU,
                    tmp_path / "fixed", show_progress=False)
     assert [c[0] for c in calls] == ["full", "kernel", "expand"]
@@ -200,7 +207,7 @@ def test_train_supernet_plan_and_teachers(monkeypatch, tmp_path):
 
     calls.clear()
     train_supernet(build_supernet("SE_B", n_classes=10), space_of("SE_B"), None,
-                   TrainSettings(phases=phases, kd_ratio=0.0), CPU, tmp_path / "nokd", show_progress=False)
+                   train_settings(phases=phases, kd_ratio=0.0), CPU, tmp_path / "nokd", show_progress=False)
     assert all(c[3] is None for c in calls)
 
 
@@ -218,19 +225,19 @@ def test_checkpoints_of_other_settings_are_not_resumed(monkeypatch, tmp_path):
 
     monkeypatch.setattr(eps, "train_phase", fake_phase)
     space, work = space_of("SE_B"), tmp_path / "work"
-    phases = {"full": PhaseSettings(1, 0.1), "kernel": PhaseSettings(1, 0.1), "depth": PhaseSettings(1, 0.1)}
+    phases = {"full": PhaseSettings(1, 0.1, 0, 1), "kernel": PhaseSettings(1, 0.1, 0, 1), "depth": PhaseSettings(1, 0.1, 0, 1)}
 
     def run(phases=phases, fingerprint=None, **kw):
         calls.clear()
         net = build_supernet("SE_B", n_classes=10)
-        train_supernet(net, space, None, TrainSettings(phases=phases, **kw), CPU, work,
+        train_supernet(net, space, None, train_settings(phases=phases, **kw), CPU, work,
                        show_progress=False, fingerprint=fingerprint)
         return net.classifier.linear.bias[0].item() - build_supernet("SE_B", n_classes=10).classifier.linear.bias[0].item()
 
     assert run(fingerprint={"data": 1}) == pytest.approx(3.0) and calls == ["full", "kernel", "depth"]
     assert run(fingerprint={"data": 1}) == pytest.approx(3.0) and calls == []  # all finished
     # another lr for the kernel phase: the full phase is kept, the rest retrained
-    changed = {**phases, "kernel": PhaseSettings(1, 0.2)}
+    changed = {**phases, "kernel": PhaseSettings(1, 0.2, 0, 1)}
     assert run(changed, fingerprint={"data": 1}) == pytest.approx(3.0) and calls == ["kernel", "depth"]
     # other data (fingerprint), seed or training setting: nothing is resumed
     assert run(changed, fingerprint={"data": 2}) == pytest.approx(3.0) and calls == ["full", "kernel", "depth"]
@@ -276,7 +283,7 @@ class Loader:
         return Epoch()
 
 
-RESUME_PHASES = {"full": PhaseSettings(1, 0.05), "kernel": PhaseSettings(1, 0.05, 0, 1),
+RESUME_PHASES = {"full": PhaseSettings(1, 0.05, 0, 1), "kernel": PhaseSettings(1, 0.05, 0, 1),
                  "depth": PhaseSettings(1, 0.05, 0, 1)}
 
 
@@ -289,7 +296,7 @@ def _fresh_net():
 def test_resume_after_a_killed_phase_gives_the_same_weights(tmp_path, progressive):
     space = space_of("SE_B")
     # phase i trains with seed 100 + i
-    train = TrainSettings(phases=RESUME_PHASES, progressive_teacher=progressive, seed=1)
+    train = train_settings(phases=RESUME_PHASES, progressive_teacher=progressive, seed=1)
 
     reference = _fresh_net()
     ref_history = train_supernet(reference, space, Loader(), train, CPU, tmp_path / "ref", show_progress=False)

@@ -38,26 +38,29 @@ def cheap(X):
     return np.array([[_params(SPACE.from_vector(v))] for v in X], dtype=float)
 
 
+OBJ = ["top1", "params"]
 SMALL = dict(pop_size=20, n_gen=5, subset_pop_size=30, subset_n_gen=10)
 
 
-def policy(name="natv2", **overrides):
-    return Policy.preset(name, N_DOE, **{**SMALL, **overrides})
+def policy(name="natv2", objectives=("top1", "params"), **overrides):
+    return Policy.preset(name, N_DOE, objectives, **{**SMALL, **overrides})
 
 
 def test_policy_presets():
-    nat = Policy.preset("nat", N_DOE)
+    nat = Policy.preset("nat", N_DOE, OBJ)
     assert nat.candidates == 8 and nat.predictor == "as"
-    v2 = Policy.preset("natv2", N_DOE)
+    v2 = Policy.preset("natv2", N_DOE, OBJ)
     assert (v2.candidates, v2.predictor, v2.repair, v2.sampler, v2.update) == (
         25, "lgbm", "fill", "balanced", "bounded")
-    assert Policy.preset("nat", N_DOE, candidates=3).candidates == 3
-    assert Policy.preset("random", N_DOE).make_predictor(0) is None
+    assert Policy.preset("nat", N_DOE, OBJ, candidates=3).candidates == 3
+    assert Policy.preset("random", N_DOE, OBJ).make_predictor(0) is None
     with pytest.raises(ValueError, match="nat, natv2, random"):
-        Policy.preset("nope", N_DOE)
+        Policy.preset("nope", N_DOE, OBJ)
     with pytest.raises(ValueError, match="grow, bounded"):
-        Policy.preset("nat", N_DOE, update="shrink")
-    assert set(v2.as_dict()) == set(PRESETS["natv2"]) | {"policy", "n_doe"}
+        Policy.preset("nat", N_DOE, OBJ, update="shrink")
+    assert set(v2.as_dict()) == set(PRESETS["natv2"]) | {"policy", "n_doe", "objectives"}
+    with pytest.raises(ValueError, match="first objective must be 'top1'"):
+        Policy.preset("natv2", N_DOE, ["params", "top1"])
 
 
 def test_policy_from_config_takes_non_null_overrides():

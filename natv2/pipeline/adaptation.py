@@ -12,6 +12,7 @@ the adaptation.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from natv2.pipeline.search_context import SearchContext
 from natv2.search import normalize_archive
 from natv2.seeds import adaptation_seed
 from natv2.supernet import load_checkpoint, save_checkpoint
-from natv2.train.adapt import adapt_supernet
+from natv2.train.adapt import AdaptSettings, adapt_supernet
 from natv2.train.eps import TrainSettings
 
 
@@ -42,16 +43,6 @@ class Adapted:
         return sum(len(df) for df in self.reevaluated)
 
 
-def adaptation_train_settings(cfg, seed: int) -> TrainSettings:
-    """The EPS training settings the adaptation shares with stage 1, its own KD ratio."""
-    t = cfg["supernet"]["train"]
-    return TrainSettings(phases={}, kd_ratio=float(cfg["search"]["adaptation"]["kd_ratio"]),
-                         label_smoothing=float(t["label_smoothing"]),
-                         momentum=float(t["momentum"]), weight_decay=float(t["weight_decay"]),
-                         progressive_teacher=bool(t["progressive_teacher"]),
-                         ensemble_weights=tuple(t["ensemble_weights"]), seed=seed)
-
-
 def adapted_path(ctx: SearchContext, archive_df: pd.DataFrame, k: int) -> Path:
     """Where round ``k``'s adapted network waits, named by everything that determines it."""
     cfg = ctx.cfg
@@ -66,14 +57,16 @@ def adapted_path(ctx: SearchContext, archive_df: pd.DataFrame, k: int) -> Path:
 
 
 def _adapt(ctx: SearchContext, k: int, archive: pd.DataFrame, path: Path) -> dict[str, Any]:
-    adaptation = ctx.cfg["search"]["adaptation"]
+    adaptation = AdaptSettings.from_config(ctx.cfg)
     if path.is_file():  # a killed run adapted already: reuse its network
         load_checkpoint(ctx.net, path)
-        return {"epochs": int(adaptation["epochs"]), "reused": True}
+        return {"epochs": adaptation.epochs, "reused": True}
+    # stage 1's training settings (label smoothing, momentum, weight decay, exit weights)
+    train = dataclasses.replace(TrainSettings.from_config(ctx.cfg), phases={}, seed=ctx.seed)
     record = adapt_supernet(
-        ctx.net, ctx.space, archive, ctx.names, ctx.train_loader(), adaptation,
-        adaptation_train_settings(ctx.cfg, ctx.seed), ctx.device,
-        seed=adaptation_seed(ctx.seed, k), repair=ctx.policy.repair, show_progress=ctx.show)
+        ctx.net, ctx.space, archive, ctx.names, ctx.train_loader(), adaptation, train,
+        ctx.device, seed=adaptation_seed(ctx.seed, k), repair=ctx.policy.repair,
+        show_progress=ctx.show)
     save_checkpoint(ctx.net, path, extra={"round": k, "adaptation": {
         key: v for key, v in record.items() if isinstance(v, int | float | str)}})
     return record
@@ -82,7 +75,7 @@ def _adapt(ctx: SearchContext, k: int, archive: pd.DataFrame, path: Path) -> dic
 def adapt_and_reevaluate(ctx: SearchContext, k: int, archive: pd.DataFrame) -> Adapted:
     """Adapt the loaded super-network after round ``k`` (updated ``archive``) and re-evaluate
     every archive member with it; the loaded network is the adapted one afterwards."""
-    if int(ctx.cfg["search"]["adaptation"]["epochs"]) <= 0:
+    if AdaptSettings.from_config(ctx.cfg).epochs <= 0:
         return Adapted(archive, {"epochs": 0})
     path = adapted_path(ctx, archive, k)
     with ctx.step("adapt"):

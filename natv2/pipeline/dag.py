@@ -3,10 +3,10 @@ it depends on. The Snakemake rules take their ``params`` from :func:`stage_param
 ``natv2 dvc-yaml`` writes ``dvc.yaml`` from :func:`stages`, so both tools run the same graph;
 ``tests/test_workflow.py`` checks that they agree.
 
-Only keys that change a stage's results are listed: ``device``, ``threads`` and ``results_dir``
-are execution settings, ``search.rounds`` and ``finetune.slots`` shape the graph (a new round is a
-new stage, not a changed one), ``search.shards`` only splits work, and ``supernet.cache_dir`` is
-where downloads are kept.
+Only keys that change a stage's results are listed in :data:`STAGE_KEYS`; every other schema
+key is in :data:`NOT_STAGE_KEYS` with the reason (``tests/test_one_home.py`` checks that each
+schema key is in exactly one of the two, so a new key cannot be forgotten: a key missing from
+its stage's keys would mean Snakemake and DVC silently do not rerun that stage).
 """
 
 from __future__ import annotations
@@ -18,6 +18,17 @@ from pathlib import Path
 from typing import Any
 
 from natv2.layout import Layout
+
+#: schema keys that change no stage's results, and why
+NOT_STAGE_KEYS: dict[str, str] = {
+    "device": "execution: where a stage runs",
+    "threads": "execution: torch intra-op threads",
+    "results_dir": "execution: where the outputs go (the file paths carry it)",
+    "search.rounds": "graph shape: a new round is a new stage, not a changed one",
+    "finetune.slots": "graph shape: a new slot is a new stage",
+    "search.shards": "graph shape: splits a round's evaluations over jobs, same results",
+    "supernet.cache_dir": "execution: where downloads are kept",
+}
 
 STRUCTURE = ("supernet.family", "supernet.width_mult", "supernet.ks_list", "supernet.expand_list",
              "supernet.depth_list")

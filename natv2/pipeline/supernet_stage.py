@@ -22,29 +22,14 @@ import torch
 
 from natv2.data import DataSettings, build_splits, make_loader
 from natv2.files import write_json
+from natv2.layout import Layout
 from natv2.measure import Evaluator
-from natv2.pipeline.context import results_path, setup_stage, space_from_config
-from natv2.seeds import warmup_seed
+from natv2.pipeline.context import setup_stage, space_from_config
 from natv2.space import SearchSpace
 from natv2.supernet import build_supernet, save_checkpoint
 from natv2.supernet.sources import fit_head, open_source
-from natv2.train.eps import PhaseSettings, TrainSettings, make_teacher, train_phase, train_supernet
-
-STAGE_DIR = "supernet"
-
-
-def train_settings(cfg: Mapping[str, Any]) -> TrainSettings:
-    t = cfg["supernet"]["train"]
-    return TrainSettings(
-        phases={name: PhaseSettings(**p) for name, p in t["phases"].items()},
-        kd_ratio=t["kd_ratio"],
-        label_smoothing=t["label_smoothing"],
-        momentum=t["momentum"],
-        weight_decay=t["weight_decay"],
-        progressive_teacher=t["progressive_teacher"],
-        ensemble_weights=tuple(t["ensemble_weights"]),
-        seed=int(cfg["seed"]),
-    )
+from natv2.train.eps import TrainSettings, WarmupSettings, train_supernet
+from natv2.train.warmup import warm_up
 
 
 def epoch_loader(dataset, batch_size: int, num_workers: int):
@@ -59,11 +44,11 @@ def epoch_loader(dataset, batch_size: int, num_workers: int):
     return loader
 
 
-def data_fingerprint(cfg: Mapping[str, Any], splits) -> dict:
+def data_fingerprint(data: DataSettings, splits) -> dict:
     """What the training data depends on besides the seed (resuming EPS needs the same data)."""
-    d = cfg["data"]
     keys = ("name", "val_fraction", "test_fraction", "batch_size", "train_subset", "num_workers")
-    return {**{k: d.get(k) for k in keys}, "n_train": len(splits.train), "n_classes": splits.n_classes}
+    return {**{k: getattr(data, k) for k in keys}, "n_train": len(splits.train),
+            "n_classes": splits.n_classes}
 
 
 def family_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -80,46 +65,30 @@ def validation_top1(net, space: SearchSpace, splits, device) -> dict[str, float]
     }
 
 
-def warm_up(net, space: SearchSpace, loader, cfg: Mapping[str, Any], device, show_progress: bool) -> list[dict]:
-    """NATv2's warm-up of a super-network pretrained on another dataset (new head already in)."""
-    w = cfg["supernet"]["warmup"]
-    train = train_settings(cfg)
-    records = []
-    if w["largest_epochs"] > 0:
-        rec = train_phase(net, space, loader, "full", PhaseSettings(w["largest_epochs"], w["lr"]), train,
-                          None, device, seed=warmup_seed(int(cfg["seed"]), "largest"), show_progress=show_progress)
-        records.append({**rec, "name": "warmup_largest"})
-    if w["supernet_epochs"] > 0:
-        teacher = make_teacher(net, space).to(device) if train.kd_ratio > 0 else None
-        settings = PhaseSettings(w["supernet_epochs"], w["lr"], 0, w["subnets_per_step"])
-        rec = train_phase(net, space, loader, "expand", settings, train, teacher, device,
-                          seed=warmup_seed(int(cfg["seed"]), "supernet"), show_progress=show_progress)
-        records.append({**rec, "name": "warmup_supernet"})
-    return records
-
-
 def run_supernet(cfg: Mapping[str, Any], show_progress: bool = True) -> dict:
     """Run the stage; returns what it wrote to ``supernet.json``."""
     start = time.perf_counter()
     device = setup_stage(cfg)
     sn = cfg["supernet"]
-    out_dir = results_path(cfg, STAGE_DIR)
+    layout = Layout.from_config(cfg)
     space = space_from_config(cfg)
+    data, train = DataSettings.from_config(cfg), TrainSettings.from_config(cfg)
     # fetch, verify and load the source before any data or training work
     source = open_source(sn["source"], sn["cache_dir"], family_kwargs(cfg), show_progress)
     net = source.net
-    splits = build_splits(DataSettings.from_config(cfg), resolution=max(space.resolutions))
-    loader = epoch_loader(splits.train, cfg["data"]["batch_size"], cfg["data"]["num_workers"])
+    splits = build_splits(data, resolution=max(space.resolutions))
+    loader = epoch_loader(splits.train, data.batch_size, data.num_workers)
     if net is None:
         net = build_supernet(**family_kwargs(cfg), n_classes=splits.n_classes)
-        phases = train_supernet(net, space, loader, train_settings(cfg), device, out_dir / "work",
-                                show_progress=show_progress, fingerprint=data_fingerprint(cfg, splits))
+        phases = train_supernet(net, space, loader, train, device, layout.supernet_work,
+                                show_progress=show_progress, fingerprint=data_fingerprint(data, splits))
     else:
         net.to(device)
         phases = []
         if fit_head(net, splits.n_classes):
             net.to(device)
-            phases = warm_up(net, space, loader, cfg, device, show_progress)
+            phases = warm_up(net, space, loader, train, WarmupSettings.from_config(cfg), device,
+                             show_progress)
     net.eval()
     info = {
         "family": sn["family"],
@@ -130,10 +99,10 @@ def run_supernet(cfg: Mapping[str, Any], show_progress: bool = True) -> dict:
         "load": source.load,
         "phases": phases,
         "val_top1": validation_top1(net, space, splits, device),
-        "dataset": cfg["data"]["name"],
+        "dataset": data.name,
         "resolutions": list(space.resolutions),
     }
-    save_checkpoint(net, out_dir / "supernet.pt", extra={"info": info})
+    save_checkpoint(net, layout.supernet, extra={"info": info})
     info["seconds"] = round(time.perf_counter() - start, 3)
-    write_json(out_dir / "supernet.json", info)
+    write_json(layout.supernet_json, info)
     return info

@@ -47,7 +47,6 @@ from natv2.seeds import sample_seed
 Evaluate = Callable[[list], list]
 
 _COMMON: dict[str, Any] = {
-    "objectives": ["top1", "params"],
     "pop_size": 100,  # NAT: population 100, 20 generations
     "n_gen": 20,
     "crossover_prob": 0.9,
@@ -201,11 +200,13 @@ class Policy:
     predictor_kwargs: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def preset(cls, name: str, n_doe: int, **overrides: Any) -> Policy:
-        """Preset ``name`` with ``overrides``; ValueError naming a bad value."""
+    def preset(cls, name: str, n_doe: int, objectives: Sequence[str], **overrides: Any) -> Policy:
+        """Preset ``name`` for an archive of ``n_doe`` and ``objectives`` (``top1`` first), with
+        ``overrides``; ValueError naming a bad value."""
         if name not in PRESETS:
             raise ValueError(f"search policy {name!r} not in {', '.join(PRESETS)}")
-        values = {**PRESETS[name], **overrides, "policy": name, "n_doe": int(n_doe)}
+        values = {**PRESETS[name], **overrides, "policy": name, "n_doe": int(n_doe),
+                  "objectives": list(objectives)}
         names = list(values["objectives"])
         if not names or names[0] != "top1":
             raise ValueError(f"objectives {names!r}: the first objective must be 'top1'")
@@ -220,8 +221,7 @@ class Policy:
         non-null key of :data:`OVERRIDABLE`, objectives ``["top1", *search.objectives]``."""
         s = cfg["search"]
         overrides = {key: s[key] for key in OVERRIDABLE if s.get(key) is not None}
-        return cls.preset(s["policy"], int(s["n_doe"]), objectives=["top1", *s["objectives"]],
-                          **overrides)
+        return cls.preset(s["policy"], int(s["n_doe"]), ["top1", *s["objectives"]], **overrides)
 
     def replace(self, **changes: Any) -> Policy:
         return dataclasses.replace(self, **changes)

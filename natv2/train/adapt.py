@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from natv2.config import ensure_config
 from natv2.search import archive_vectors, objectives, survive
 from natv2.space import Arch, SearchSpace
 from natv2.train.eps import PhaseSettings, TrainSettings, make_teacher, train_phase
@@ -101,37 +102,53 @@ def fit_archive_distributions(space: SearchSpace, df: pd.DataFrame, names: Seque
                                                                                   seed)))
 
 
+@dataclass(frozen=True)
+class AdaptSettings:
+    """The config's ``search.adaptation`` (the schema holds the defaults)."""
+
+    epochs: int
+    lr: float
+    top_n: int
+    subnets_per_step: int
+    kd_ratio: float
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> AdaptSettings:
+        a = ensure_config(cfg)["search"]["adaptation"]
+        return cls(epochs=int(a["epochs"]), lr=float(a["lr"]), top_n=int(a["top_n"]),
+                   subnets_per_step=int(a["subnets_per_step"]), kd_ratio=float(a["kd_ratio"]))
+
+
 def adapt_supernet(
     net: torch.nn.Module,
     space: SearchSpace,
     archive_df: pd.DataFrame,
     names: Sequence[str],
     loader: Callable[[int], Any],
-    adaptation: Mapping[str, Any],
+    adaptation: AdaptSettings,
     train: TrainSettings,
     device: torch.device,
-    seed: int = 0,
-    repair: str = "fill",
+    seed: int,
+    repair: str,
     show_progress: bool = True,
 ) -> dict[str, Any]:
     """Train ``net`` in place on sub-networks sampled from the archive's best members.
 
-    ``adaptation``: ``epochs``, ``lr``, ``top_n``, ``subnets_per_step``, ``kd_ratio`` (the
-    config's ``search.adaptation``); ``train`` supplies label smoothing, momentum, weight decay
-    and the exit weights (its ``kd_ratio`` is replaced by ``adaptation["kd_ratio"]``).
+    ``train`` supplies label smoothing, momentum, weight decay and the exit weights (its
+    ``kd_ratio`` is replaced by ``adaptation.kd_ratio``); ``repair`` is the policy's.
     ``loader(seed)`` returns one shuffled epoch of training batches. Returns the training
     record (name, epochs, seconds, loss, train_top1) plus ``top_n`` (members fitted).
     """
     start = time.perf_counter()
-    epochs = int(adaptation["epochs"])
-    dist = fit_archive_distributions(space, archive_df, names, int(adaptation["top_n"]), seed)
+    epochs = adaptation.epochs
+    dist = fit_archive_distributions(space, archive_df, names, adaptation.top_n, seed)
     if epochs <= 0:
         return {"name": "adapt", "epochs": 0, "seconds": 0.0, "top_n": dist.n_fitted}
     net.to(device)
-    kd = float(adaptation["kd_ratio"])
+    kd = adaptation.kd_ratio
     teacher = make_teacher(net, space).to(device) if kd > 0 else None
-    settings = PhaseSettings(epochs=epochs, lr=float(adaptation["lr"]), warmup_epochs=0,
-                             subnets_per_step=int(adaptation["subnets_per_step"]))
+    settings = PhaseSettings(epochs=epochs, lr=adaptation.lr, warmup_epochs=0,
+                             subnets_per_step=adaptation.subnets_per_step)
     train = TrainSettings(phases={"adapt": settings}, kd_ratio=kd,
                           label_smoothing=train.label_smoothing, momentum=train.momentum,
                           weight_decay=train.weight_decay,

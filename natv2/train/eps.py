@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from natv2.config import ensure_config
 from natv2.seeds import epoch_seed, phase_seed
 from natv2.space import SearchSpace
 from natv2.supernet import load_checkpoint, read_extra, save_checkpoint
@@ -45,22 +46,54 @@ from natv2.train.schedule import cosine_lr
 
 @dataclass(frozen=True)
 class PhaseSettings:
+    """One training phase (``supernet.train.phases.<name>``)."""
+
     epochs: int
     lr: float
-    warmup_epochs: int = 0
-    subnets_per_step: int = 1
+    warmup_epochs: int
+    subnets_per_step: int
 
 
 @dataclass(frozen=True)
 class TrainSettings:
+    """Super-network training (``supernet.train``) and the top-level ``seed``; from the
+    validated config, whose schema holds every default."""
+
     phases: Mapping[str, PhaseSettings]
-    kd_ratio: float = 1.0
-    label_smoothing: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 3e-5
-    progressive_teacher: bool = True
-    ensemble_weights: Sequence[float] = (0.06, 0.13, 0.20, 0.27, 0.34)
-    seed: int = 0
+    kd_ratio: float
+    label_smoothing: float
+    momentum: float
+    weight_decay: float
+    progressive_teacher: bool
+    ensemble_weights: Sequence[float]
+    seed: int
+
+    @classmethod
+    def from_config(cls, cfg: Mapping) -> TrainSettings:
+        cfg = ensure_config(cfg)
+        t = cfg["supernet"]["train"]
+        return cls(
+            phases={name: PhaseSettings(**p) for name, p in t["phases"].items()},
+            kd_ratio=t["kd_ratio"], label_smoothing=t["label_smoothing"],
+            momentum=t["momentum"], weight_decay=t["weight_decay"],
+            progressive_teacher=t["progressive_teacher"],
+            ensemble_weights=tuple(t["ensemble_weights"]), seed=int(cfg["seed"]))
+
+
+@dataclass(frozen=True)
+class WarmupSettings:
+    """NATv2's warm-up of a super-network pretrained on another label set (``supernet.warmup``):
+    ``largest`` (phase ``full``) then ``supernet`` (phase ``expand``, uniform sub-networks)."""
+
+    largest: PhaseSettings
+    supernet: PhaseSettings
+
+    @classmethod
+    def from_config(cls, cfg: Mapping) -> WarmupSettings:
+        w = ensure_config(cfg)["supernet"]["warmup"]
+        return cls(largest=PhaseSettings(w["largest_epochs"], w["lr"], 0, 1),
+                   supernet=PhaseSettings(w["supernet_epochs"], w["lr"], 0,
+                                          w["subnets_per_step"]))
 
 
 def make_teacher(net: nn.Module, space: SearchSpace) -> nn.Module:
