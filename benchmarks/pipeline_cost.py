@@ -182,6 +182,7 @@ def evaluation_split(project: Path, config: str, n_archs: int, repeats: int,
 
     from natv2.config import load_config
     from natv2.data import DataSettings, build_splits
+    from natv2.layout import Layout
     from natv2.measure import Evaluator
     from natv2.pipeline.context import setup_stage, space_from_config
     from natv2.search import sample_new
@@ -190,7 +191,7 @@ def evaluation_split(project: Path, config: str, n_archs: int, repeats: int,
     cfg = load_config(project / config, overrides={"results_dir": str(project / "results")})
     device = setup_stage(cfg)
     space = space_from_config(cfg)
-    net = load_supernet(project / "results" / "supernet" / "supernet.pt").to(device).eval()
+    net = load_supernet(Layout.from_config(cfg).supernet).to(device).eval()
     splits = build_splits(DataSettings.from_config(cfg), resolution=space.resolutions[0], augment=False)
     resolutions = [*space.resolutions, *[int(r) for r in extra_resolutions
                                          if int(r) not in space.resolutions]]

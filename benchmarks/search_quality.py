@@ -372,7 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = []
     for d in done:
         curve = run_curve(d["results"], d["stats"], ref)
-        final = read_archive(d["results"] / "search" / f"round_{args.rounds:02d}" / "archive.csv")
+        final = read_archive(Layout(d["results"]).archive(args.rounds))
         kendall = [st["predictor"]["kendall"] for st in d["stats"][1:] if st.get("predictor")]
         runs.append({**d, "curve": curve, "final": final, "kendall": kendall,
                      "seconds": float(sum(st["seconds"] for st in d["stats"]))})

@@ -19,6 +19,7 @@ import yaml
 from jsonschema import validators
 
 from natv2.errors import UserError
+from natv2.files import first_line
 
 DEFAULT_CONFIG_PATH = Path("config/config.yaml")
 
@@ -163,8 +164,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"config file '{path}' is not valid YAML: {first}") from None
+        raise ConfigError(f"config file '{path}' is not valid YAML: {first_line(exc)}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config file '{path}' must hold a mapping of keys to values, not a {type(raw).__name__}")
     return raw

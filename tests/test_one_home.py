@@ -16,9 +16,11 @@ from natv2.pipeline.dag import NOT_STAGE_KEYS, STAGE_KEYS
 from natv2.search.policy import Policy
 from natv2.train.adapt import AdaptSettings
 from natv2.train.eps import PhaseSettings, TrainSettings, WarmupSettings
+from natv2.train.finetune import FinetuneSettings
 
 PACKAGE = Path(__file__).resolve().parents[1] / "natv2"
-SETTINGS = [DataSettings, PhaseSettings, TrainSettings, WarmupSettings, AdaptSettings]
+SETTINGS = [DataSettings, PhaseSettings, TrainSettings, WarmupSettings, AdaptSettings,
+            FinetuneSettings]
 
 
 def leaf_keys(node: dict, prefix: str = "") -> dict[str, dict]:

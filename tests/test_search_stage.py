@@ -17,8 +17,9 @@ import torch
 
 from natv2.config import validate
 from natv2.errors import UserError
+from natv2.layout import Layout
 from natv2.pipeline import search_context
-from natv2.pipeline.eval_cache import CachedEvaluate, EvalCache, cache_path, file_sha256
+from natv2.pipeline.eval_cache import CachedEvaluate, EvalCache, file_sha256
 from natv2.pipeline.search_stage import (
     STEP_NAMES,
     evaluate_shard,
@@ -256,7 +257,7 @@ def test_missing_inputs_name_path_and_stage(tmp_path):
 
 
 def test_cache_ignores_cut_line_and_appends_on_a_fresh_line(tmp_path):
-    path = cache_path(tmp_path, "a" * 64, "b" * 64)
+    path = Layout(tmp_path).eval_cache("a" * 64, "b" * 64)
     calls = []
 
     def evaluator(arch):

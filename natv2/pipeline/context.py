@@ -1,9 +1,9 @@
-"""What every stage sets up from the config: paths, device, threads, seeds, the search space."""
+"""What every stage sets up from the config: device, threads, global seeds, the search space
+(paths: :class:`natv2.layout.Layout`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,11 +11,6 @@ import torch
 
 from natv2.measure import resolve_device
 from natv2.space import SearchSpace
-
-
-def results_path(cfg: Mapping[str, Any], *parts: str) -> Path:
-    """``<results_dir>/<parts...>``."""
-    return Path(cfg["results_dir"]).joinpath(*parts)
 
 
 def space_from_config(cfg: Mapping[str, Any]) -> SearchSpace:

@@ -1,7 +1,7 @@
 """Append-only cache of architecture evaluations, so a killed stage loses at most one evaluation.
 
-One JSON-lines file per (super-network checkpoint sha256, evaluation-settings hash) under
-``<results_dir>/cache/evaluations/``; one line ``{"key": ENCODING, "record": {...}}`` per
+One JSON-lines file per (super-network checkpoint sha256, evaluation-settings hash), at
+:meth:`natv2.layout.Layout.eval_cache`; one line ``{"key": ENCODING, "record": {...}}`` per
 evaluated architecture, written with a single ``write`` under an exclusive ``flock`` and
 ``fsync``-ed as soon as the evaluation finishes. A stage killed and started again finds the
 evaluations it had done and redoes only the rest. The directory is *not* a declared output of
@@ -40,12 +40,6 @@ def settings_hash(settings: Mapping[str, Any]) -> str:
     """Hex sha256 of a JSON-able mapping (keys sorted), e.g. the data settings of a stage."""
     text = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def cache_path(results_dir: str | os.PathLike, network_sha256: str, settings_sha256: str) -> Path:
-    """``<results_dir>/cache/evaluations/<net sha[:16]>-<settings sha[:16]>.jsonl``."""
-    name = f"{network_sha256[:16]}-{settings_sha256[:16]}.jsonl"
-    return Path(results_dir) / "cache" / "evaluations" / name
 
 
 class EvalCache:
@@ -155,8 +149,3 @@ class CachedEvaluate:
                 bar.set_postfix(cached=self.hits)
         return out
 
-
-def cached_evaluate(evaluator: Callable[[Any], Mapping[str, Any]], cache: EvalCache,
-                    **kwargs: Any) -> CachedEvaluate:
-    """See :class:`CachedEvaluate`."""
-    return CachedEvaluate(evaluator, cache, **kwargs)

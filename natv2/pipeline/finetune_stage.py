@@ -18,22 +18,18 @@ import torch
 from natv2.data import DataSettings, build_splits
 from natv2.errors import UserError
 from natv2.files import atomic_write, write_json
+from natv2.layout import ARCH_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE, Layout
 from natv2.model import arch_info, save_finetuned
-from natv2.pipeline.context import results_path, setup_stage, space_from_config
+from natv2.pipeline.context import setup_stage, space_from_config
 from natv2.search.archive import read_archive
 from natv2.seeds import finetune_seed
 from natv2.selection import select_for_finetune
 from natv2.supernet import load_supernet
 from natv2.train.aep import aep_finetune, uses_aep
-from natv2.train.finetune import FinetuneSettings, finetune
+from natv2.train.finetune import HISTORY_COLUMNS, FinetuneSettings, finetune
 
-
-def final_round_dir(cfg: Mapping[str, Any]):
-    return results_path(cfg, "search", f"round_{int(cfg['search']['rounds']):02d}")
-
-
-def rank_dir(cfg: Mapping[str, Any], rank: int):
-    return results_path(cfg, "finetune", f"rank_{int(rank)}")
+#: ``model.pt`` of a slot the final archive had no architecture for
+UNUSED_FORMAT = "natv2-unused"
 
 
 def _check_rank(cfg: Mapping[str, Any], rank: Any) -> int:
@@ -45,7 +41,7 @@ def _check_rank(cfg: Mapping[str, Any], rank: Any) -> int:
 
 def selected_encodings(cfg: Mapping[str, Any]) -> list[str | None]:
     """The encodings of every slot, from the final archive (same for every rank job)."""
-    path = final_round_dir(cfg) / "archive.csv"
+    path = Layout.from_config(cfg).archive(int(cfg["search"]["rounds"]))
     if not path.is_file():
         rounds = int(cfg["search"]["rounds"])
         raise UserError(f"final archive '{path}' does not exist; run `natv2 search-round --round {rounds}` first")
@@ -55,12 +51,12 @@ def selected_encodings(cfg: Mapping[str, Any]) -> list[str | None]:
 
 
 def _write_unused(cfg: Mapping[str, Any], rank: int, reason: str) -> dict:
-    out = rank_dir(cfg, rank)
+    out = Layout.from_config(cfg).rank_dir(rank)
     record = {"used": False, "reason": reason, "rank": rank}
-    atomic_write(out / "model.pt", lambda tmp: torch.save({"format": "natv2-unused", "reason": reason}, tmp))
-    atomic_write(out / "history.csv", lambda tmp: tmp.write_text("step,epoch,lr,train_loss,train_top1,val_top1,seconds\n"))
-    write_json(out / "arch.json", record)
-    write_json(out / "metrics.json", record)
+    atomic_write(out / MODEL_FILE, lambda tmp: torch.save({"format": UNUSED_FORMAT, "reason": reason}, tmp))
+    atomic_write(out / HISTORY_FILE, lambda tmp: tmp.write_text(",".join(HISTORY_COLUMNS) + "\n"))
+    write_json(out / ARCH_FILE, record)
+    write_json(out / METRICS_FILE, record)
     return record
 
 
@@ -72,7 +68,7 @@ def run_finetune(cfg: Mapping[str, Any], rank: int, show_progress: bool = True) 
     if encoding is None:
         n_used = sum(e is not None for e in encodings)
         return _write_unused(cfg, rank, f"the final archive gave {n_used} architecture(s) for {len(encodings)} slots")
-    supernet_file = final_round_dir(cfg) / "supernet.pt"
+    supernet_file = Layout.from_config(cfg).round_supernet(int(cfg["search"]["rounds"]))
     if not supernet_file.is_file():
         raise UserError(f"'{supernet_file}' does not exist; run `natv2 search-round --round {cfg['search']['rounds']}` first")
     device = setup_stage(cfg, seed=finetune_seed(int(cfg["seed"]), rank))
@@ -88,5 +84,5 @@ def run_finetune(cfg: Mapping[str, Any], rank: int, show_progress: bool = True) 
         result = finetune(net, arch, splits, settings, device, show_progress=show_progress, encoding=encoding)
     metrics = {**result.metrics(), "used": True, "rank": rank, "encoding": encoding}
     info = {**arch_info(arch, encoding, splits), "exit_ordering": settings.exit_ordering if space.has_nd else None}
-    save_finetuned(rank_dir(cfg, rank), result.model, info, metrics, result.history)
+    save_finetuned(Layout.from_config(cfg).rank_dir(rank), result.model, info, metrics, result.history)
     return metrics
