@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from natv2.errors import UserError
-from natv2.files import atomic_write
+from natv2.files import atomic_write, first_line
 
 from .ofa_mbv3 import SuperNet
 from .static import STATIC_FORMAT, StaticNet, build_static
@@ -65,19 +65,26 @@ LEGACY_RENAMES: tuple[tuple[str, str], ...] = (
 _STRUCTURAL_KEYS = ("family", "width_mult", "ks_list", "expand_list", "depth_list")
 
 
-def _read(source: str | os.PathLike | Mapping) -> Mapping:
-    if isinstance(source, Mapping):
-        return source
-    path = Path(source)
+def read_payload(path: str | os.PathLike) -> Mapping:
+    """The dict inside checkpoint file ``path``, read with ``torch.load(weights_only=True)``.
+
+    A missing file, a file torch cannot read (:data:`READ_ERRORS`) or one that holds no dict is
+    a ``UserError`` saying which file and why, in one line.
+    """
+    path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except READ_ERRORS as exc:
-        raise UserError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from exc
+        raise UserError(f"cannot read checkpoint '{path}': {first_line(exc)}") from None
     if not isinstance(payload, Mapping):
-        raise UserError(f"checkpoint {path} holds a {type(payload).__name__}, not a dict")
+        raise UserError(f"checkpoint '{path}' holds a {type(payload).__name__}, not a state dict")
     return payload
+
+
+def _read(source: str | os.PathLike | Mapping) -> Mapping:
+    return source if isinstance(source, Mapping) else read_payload(source)
 
 
 def _state_dict_of(payload: Mapping, net: nn.Module) -> Mapping[str, Any]:

@@ -7,9 +7,9 @@ This module owns the facts of a checkpoint *source* (the ``supernet`` stage only
   into the cache directory by :mod:`.download`) and ``{file: PATH}`` -- :func:`source_kind`,
   :func:`fetch_source`;
 * the registry of released checkpoints (:data:`PRETRAINED`, :func:`pretrained`);
-* reading a checkpoint file safely (``torch.load(weights_only=True)``, one-line errors for a
-  file torch cannot read) and the size of its classifier -- :func:`read_payload`,
-  :func:`checkpoint_classes`;
+* the size of a checkpoint's classifier -- :func:`checkpoint_classes` (the file is read by
+  :func:`.checkpoint.read_payload`, the one safe reader: ``torch.load(weights_only=True)``,
+  one-line errors for a file torch cannot read);
 * building the configured family and loading the checkpoint into it, every tensor, or a warm
   start from OFA's weights for an OFAv2 family (:mod:`.warm_start`) -- :func:`load_source_supernet`;
 * the head decision: a checkpoint of another label set gets a fresh classifier (and, in the
@@ -33,12 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import torch
-
 from natv2.errors import UserError
-from natv2.files import first_line
 
-from .checkpoint import READ_ERRORS, SUPERNET_FORMAT, load_checkpoint
+from .checkpoint import SUPERNET_FORMAT, load_checkpoint, read_payload
 from .download import default_cache_dir, download, sha256_of
 from .families import build_supernet
 from .ofa_mbv3 import SuperNet
@@ -116,21 +113,6 @@ def fetch_source(source: Any, cache_dir: str | None, show_progress: bool = True)
     if not path.is_file():
         raise UserError(f"supernet.source.file: '{path}' does not exist; point it at a checkpoint file")
     return path, sha256_of(path), {"kind": "file", "file": str(path)}
-
-
-def read_payload(path: Path) -> Mapping:
-    """The dict inside checkpoint file ``path``, read with ``torch.load(weights_only=True)``.
-
-    A file torch cannot read (:data:`.checkpoint.READ_ERRORS`) or that holds no dict is a
-    ``UserError`` saying which file and why, in one line.
-    """
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except READ_ERRORS as exc:
-        raise UserError(f"cannot read checkpoint '{path}': {first_line(exc)}") from None
-    if not isinstance(payload, Mapping):
-        raise UserError(f"checkpoint '{path}' holds a {type(payload).__name__}, not a state dict")
-    return payload
 
 
 def checkpoint_classes(payload: Mapping) -> int:
