@@ -273,6 +273,43 @@ def check_settings(settings: Any) -> FinetuneSettings:
     return settings
 
 
+def _train_early_stopping(run: _Run, val: Iterable, patience: int, show_progress: bool
+                          ) -> tuple[list[dict[str, Any]], float, int]:
+    """Step 1: train ``run`` epoch by epoch, measuring validation top-1 after each, until it has
+    not improved for ``patience`` epochs (or ``run.epochs`` ran). Returns the history rows, the
+    best validation top-1 and its epoch."""
+    history: list[dict[str, Any]] = []
+    best_val, best_epoch, bad = -math.inf, 0, 0
+    with tqdm(total=run.total, desc="finetune step 1", disable=not show_progress) as bar:
+        for epoch in range(1, run.epochs + 1):
+            row = run.epoch(bar)
+            t = time.perf_counter()
+            val_top1 = accuracy(run.net, val, run.device, run.logits_fn)
+            row["seconds"] += time.perf_counter() - t
+            history.append({"step": 1, "epoch": epoch, **row, "val_top1": val_top1})
+            if val_top1 > best_val:
+                best_val, best_epoch, bad = val_top1, epoch, 0
+            else:
+                bad += 1
+            bar.set_postfix(val=f"{val_top1:.1f}", best=f"{best_val:.1f}@{best_epoch}")
+            if bad >= patience:
+                break
+    return history, best_val, best_epoch
+
+
+def _measure_final(net: nn.Module, test: Iterable, r: int, device: torch.device,
+                   s: FinetuneSettings, logits_fn: LogitsFn
+                   ) -> tuple[float, float | None, int, int]:
+    """Test top-1, latency (if measured), params and MACs of the step-2 network, which is left
+    on the CPU in the layout ``load_model`` gives."""
+    top1_after = accuracy(net, test, device, logits_fn)
+    lat = latency_ms(net, r, device) if s.measure_latency else None
+    net.eval()
+    params, macs = count_params(net), count_macs(net, r)
+    net.to("cpu", memory_format=torch.contiguous_format)
+    return top1_after, lat, params, macs
+
+
 def finetune(
     supernet: Any,
     arch: Any,
@@ -305,7 +342,6 @@ def finetune(
     calib = [_channels_last(x.to(device)) for x in calibration_batches(splits, r)]
     val = eval_batches(splits.val, s.eval_batch_size, s.num_workers, seed)
     test = eval_batches(splits.test, s.eval_batch_size, s.num_workers, seed)
-    history: list[dict[str, Any]] = []
 
     def fresh() -> nn.Module:
         net = extract_fn(supernet, arch)
@@ -321,22 +357,8 @@ def finetune(
     torch.manual_seed(step_seed(seed, 1))
     run = _Run(net, _train_loader(splits.train, s, step_seed(seed, 1)), s.max_epochs, s, device, loss_fn,
                logits_fn)
-    best_val, best_epoch, bad, epochs_run = -math.inf, 0, 0, 0
-    with tqdm(total=run.total, desc="finetune step 1", disable=not show_progress) as bar:
-        for epoch in range(1, s.max_epochs + 1):
-            row = run.epoch(bar)
-            t = time.perf_counter()
-            val_top1 = accuracy(net, val, device, logits_fn)
-            row["seconds"] += time.perf_counter() - t
-            history.append({"step": 1, "epoch": epoch, **row, "val_top1": val_top1})
-            epochs_run = epoch
-            if val_top1 > best_val:
-                best_val, best_epoch, bad = val_top1, epoch, 0
-            else:
-                bad += 1
-            bar.set_postfix(val=f"{val_top1:.1f}", best=f"{best_val:.1f}@{best_epoch}")
-            if bad >= s.patience:
-                break
+    history, best_val, best_epoch = _train_early_stopping(run, val, s.patience, show_progress)
+    epochs_run = len(history)
     best_epochs = max(1, best_epoch)
     del net, run
 
@@ -346,14 +368,9 @@ def finetune(
     run = _Run(net, _train_loader(splits.trainval, s, step_seed(seed, 2)), best_epochs, s, device,
                loss_fn, logits_fn)
     with tqdm(total=run.total, desc="finetune step 2", disable=not show_progress) as bar:
-        for epoch in range(1, best_epochs + 1):
-            row = run.epoch(bar)
-            history.append({"step": 2, "epoch": epoch, **row, "val_top1": None})
-    top1_after = accuracy(net, test, device, logits_fn)
-    lat = latency_ms(net, r, device) if s.measure_latency else None
-    net.eval()
-    params, macs = count_params(net), count_macs(net, r)
-    net.to("cpu", memory_format=torch.contiguous_format)  # the layout load_model gives
+        history += [{"step": 2, "epoch": epoch, **run.epoch(bar), "val_top1": None}
+                    for epoch in range(1, best_epochs + 1)]
+    top1_after, lat, params, macs = _measure_final(net, test, r, device, s, logits_fn)
     for row in history:
         row["seconds"] = round(row["seconds"], 4)
     return FinetuneResult(
