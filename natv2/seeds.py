@@ -21,6 +21,7 @@ stream                      value                                               
 ``sample_seed(s, t)``       SeedSequence([s, t, 17]) for attempt ``t``              sample_new
 ``topup_seed(s, t)``        ``s + 7919 * (t + 1)``                                 evolution's
                                                                                    initial pop
+``fold_seed(s, i)``         ``s + i`` for CV fold ``i`` of the predictor ensemble  lgbm
 ``phase_seed(s, i)``        ``100 * s + i`` for EPS phase ``i``                    train_supernet
 ``warmup_seed(s, step)``    ``100 * s + 90`` (largest) / ``+ 91`` (super-network)  warm-up
 ``epoch_seed(s, e)``        ``1000 * s + e`` for epoch ``e`` of a phase            train_phase
@@ -73,6 +74,11 @@ def sample_seed(seed: int, attempt: int) -> int:
 def topup_seed(seed: int, attempt: int) -> int:
     """Attempt ``attempt`` of topping up the evolution's initial population with samples."""
     return int(seed) + 7919 * (int(attempt) + 1)
+
+
+def fold_seed(seed: int, fold: int) -> int:
+    """The model of cross-validation fold ``fold`` of the LightGBM ensemble predictor."""
+    return int(seed) + int(fold)
 
 
 def phase_seed(seed: int, index: int) -> int:

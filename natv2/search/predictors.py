@@ -32,6 +32,8 @@ from scipy import stats
 from scipy.interpolate import RBFInterpolator
 from sklearn.model_selection import KFold
 
+from natv2.seeds import fold_seed
+
 PREDICTOR_NAMES = ("lgbm", "rbf", "gp", "cart", "mlp", "as")
 AS_CANDIDATES = ("rbf", "gp", "cart", "mlp")
 
@@ -167,7 +169,7 @@ class LGBMPredictor(Predictor):
                 mcs = int(min(20, max(2, len(tr) // 10)))
             model = lgb.LGBMRegressor(
                 objective="huber",
-                random_state=self.seed + i,
+                random_state=fold_seed(self.seed, i),
                 n_jobs=self.n_jobs,
                 verbose=-1,
                 min_child_samples=mcs,
