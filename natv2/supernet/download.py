@@ -14,6 +14,7 @@ the cause (HTTP status, DNS failure, timeout, hash mismatch).
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import socket
 import time
@@ -113,10 +114,8 @@ def _fetch_once(url: str, part: Path, timeout: float, show_progress: bool) -> No
                 while True:
                     try:
                         block = response.read(CHUNK)
-                    except (TimeoutError, OSError) as exc:
-                        raise _Retryable(_cause(exc)) from exc
-                    except Exception as exc:  # http.client.IncompleteRead and friends
-                        raise _Retryable(_cause(exc)) from exc
+                    except (TimeoutError, OSError, http.client.HTTPException) as exc:
+                        raise _Retryable(_cause(exc)) from exc  # IncompleteRead and friends
                     if not block:
                         break
                     fh.write(block)
