@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
 from natv2.config import load_config  # noqa: E402
+from natv2.layout import Layout  # noqa: E402
 from natv2.pipeline.context import space_from_config  # noqa: E402
 from natv2.search import archive_vectors, make_predictor, rank_metrics, read_archive  # noqa: E402
 
@@ -60,9 +61,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def pooled_round0(work: Path) -> tuple[pd.DataFrame, int]:
     """Every round-0 evaluation under ``work``, one row per architecture; number of runs."""
-    files = sorted(work.glob("*/seed_*/search/round_00/evaluated.csv"))
+    files = [f for f in (Layout(d).evaluated for d in sorted(work.glob("*/seed_*"))) if f.is_file()]
     if not files:
-        raise SystemExit(f"predictors: no */seed_*/search/round_00/evaluated.csv under {work}; "
+        raise SystemExit(f"predictors: no */seed_*/{Layout(Path()).evaluated} under {work}; "
                          f"run benchmarks/search_quality.py first")
     df = pd.concat([read_archive(f) for f in files], ignore_index=True)
     spread = df.groupby("arch")["top1"].agg(lambda s: s.max() - s.min())
