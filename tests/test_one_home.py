@@ -13,6 +13,7 @@ import pytest
 from natv2.config import schema
 from natv2.data import DataSettings
 from natv2.pipeline.dag import NOT_STAGE_KEYS, STAGE_KEYS
+from natv2.report import ReportSettings
 from natv2.search.policy import Policy
 from natv2.train.adapt import AdaptSettings
 from natv2.train.eps import PhaseSettings, TrainSettings, WarmupSettings
@@ -20,7 +21,7 @@ from natv2.train.finetune import FinetuneSettings
 
 PACKAGE = Path(__file__).resolve().parents[1] / "natv2"
 SETTINGS = [DataSettings, PhaseSettings, TrainSettings, WarmupSettings, AdaptSettings,
-            FinetuneSettings]
+            FinetuneSettings, ReportSettings]
 
 
 def leaf_keys(node: dict, prefix: str = "") -> dict[str, dict]:

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from natv2.errors import UserError
-from natv2.report import OUTPUTS, build_report
+from natv2.report import OUTPUTS, ReportSettings, build_report
 
 CHROMIUM = "/usr/bin/chromium"
 BUDGETS = [600_000, 900_000, 10_000_000]
@@ -107,7 +107,7 @@ def make_results(root: Path, rounds: int = 2, finetune: bool = True) -> Path:
 def built(tmp_path_factory):
     root = make_results(tmp_path_factory.mktemp("results"))
     out = root / "report"
-    metrics = build_report(root, out, CONFIG, BUDGETS, rounds=2, slots=4)
+    metrics = build_report(root, out, CONFIG, ReportSettings(tuple(BUDGETS), 2, 4))
     return root, out, metrics
 
 
@@ -200,7 +200,7 @@ def test_html_content(built):
 
 def test_deterministic(built, tmp_path):
     root, out, _ = built
-    build_report(root, tmp_path / "again", CONFIG, BUDGETS, rounds=2, slots=4)
+    build_report(root, tmp_path / "again", CONFIG, ReportSettings(tuple(BUDGETS), 2, 4))
     for name in OUTPUTS:
         assert (tmp_path / "again" / name).read_bytes() == (out / name).read_bytes(), name
 
@@ -209,7 +209,7 @@ def test_missing_optional_inputs(tmp_path):
     root = make_results(tmp_path / "r", rounds=0, finetune=False)
     (root / "supernet" / "supernet.json").unlink()
     (root / "search" / "round_00" / "stats.json").unlink()
-    metrics = build_report(root, tmp_path / "out", {}, [1000], rounds=0, slots=0)
+    metrics = build_report(root, tmp_path / "out", {}, ReportSettings((1000,), 0, 0))
     assert metrics == {"hypervolume": None, "best_top1": None,
                        "best_top1_under": {"1000": None}, "n_evaluated": 14, "rounds": 0}
     text = (tmp_path / "out" / "index.html").read_text()
@@ -221,19 +221,19 @@ def test_reads_only_the_rounds_and_slots_it_is_told(tmp_path):
     """Folders left by an earlier run with more rounds or slots are not shown: the final archive
     is that of round ``rounds`` (the one fine-tuning used), and slot 3 is beyond ``slots``."""
     root = make_results(tmp_path / "r", rounds=3)
-    metrics = build_report(root, tmp_path / "out", CONFIG, BUDGETS, rounds=2, slots=3)
+    metrics = build_report(root, tmp_path / "out", CONFIG, ReportSettings(tuple(BUDGETS), 2, 3))
     assert metrics["rounds"] == 2
     assert metrics["hypervolume"] == pytest.approx(0.41 + 0.05 * 2)
     text = (tmp_path / "out" / "index.html").read_text()
     assert ">search_round 3<" not in text and ">search_round 2<" in text
     assert "only 3 non-dominated architectures" not in text  # rank_3, beyond the 3 slots
-    full = build_report(root, tmp_path / "all", CONFIG, BUDGETS, rounds=3, slots=4)
+    full = build_report(root, tmp_path / "all", CONFIG, ReportSettings(tuple(BUDGETS), 3, 4))
     assert full["rounds"] == 3 and full["hypervolume"] == pytest.approx(0.41 + 0.05 * 3)
 
 
 def test_missing_archive_is_user_error(tmp_path):
     with pytest.raises(UserError) as exc:
-        build_report(tmp_path / "nothing", tmp_path / "out", CONFIG, BUDGETS, rounds=2, slots=4)
+        build_report(tmp_path / "nothing", tmp_path / "out", CONFIG, ReportSettings(tuple(BUDGETS), 2, 4))
     msg = str(exc.value)
     assert "\n" not in msg
     assert str(tmp_path / "nothing" / "search" / "round_00" / "archive.csv") in msg

@@ -1,8 +1,9 @@
 """The results report: reads a results directory, writes ``index.html`` and DVC files.
 
-``build_report(results_dir, out_dir, config, param_budgets, rounds=R, slots=S)`` reads search
-rounds ``0..R`` and fine-tune slots ``0..S-1`` (the config's ``search.rounds`` and
-``finetune.slots``; never found by scanning) and writes into ``out_dir``: ``index.html``
+``build_report(results_dir, out_dir, config, settings)`` reads search rounds ``0..R`` and
+fine-tune slots ``0..S-1`` (:class:`ReportSettings`: the config's ``search.rounds``,
+``finetune.slots`` and ``report.param_budgets``; never found by scanning; ``config`` is only
+shown on the page) and writes into ``out_dir``: ``index.html``
 (self-contained), ``pareto.png``, ``hypervolume.png``, ``metrics.json`` (DVC metrics) and
 ``pareto.csv`` (DVC plot). Same inputs give byte-identical files.
 """
@@ -11,9 +12,12 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from natv2.config import ensure_config
 from natv2.files import atomic_write
 from natv2.layout import REPORT_FILES, REPORT_METRICS, REPORT_PLOTS
 from natv2.report.figures import hypervolume_png, pareto_png, predictor_png
@@ -21,7 +25,8 @@ from natv2.report.html import render_html
 from natv2.report.load import FinetuneSlot, ResultsData, load_results
 from natv2.report.summary import pareto_table, report_metrics, wall_times
 
-__all__ = ["OUTPUTS", "FinetuneSlot", "ResultsData", "build_report", "load_results"]
+__all__ = ["OUTPUTS", "FinetuneSlot", "ReportSettings", "ResultsData", "build_report",
+           "load_results"]
 
 OUTPUTS = (*REPORT_FILES, REPORT_METRICS, REPORT_PLOTS)
 
@@ -30,16 +35,30 @@ def _write(path: Path, data: bytes) -> None:
     atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
+@dataclass(frozen=True)
+class ReportSettings:
+    """What the report reads (rounds ``0..rounds``, slots ``0..slots-1``) and the parameter
+    budgets of ``best_top1_under``."""
+
+    param_budgets: tuple[int, ...]
+    rounds: int
+    slots: int
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> ReportSettings:
+        cfg = ensure_config(cfg)
+        return cls(tuple(int(b) for b in cfg["report"]["param_budgets"]),
+                   int(cfg["search"]["rounds"]), int(cfg["finetune"]["slots"]))
+
+
 def build_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
-                 config: dict, param_budgets: list[int], *, rounds: int, slots: int
-                 ) -> dict[str, Any]:
-    """Build the report of rounds ``0..rounds`` and slots ``0..slots-1`` of ``results_dir``
-    into ``out_dir``; return the metrics dict.
+                 config: Mapping[str, Any], settings: ReportSettings) -> dict[str, Any]:
+    """Build the report of ``results_dir`` into ``out_dir``; return the metrics dict.
 
     Raises :class:`natv2.errors.UserError` when ``search/round_00/archive.csv`` is missing.
     """
-    data = load_results(results_dir, rounds, slots)
-    budgets = [int(b) for b in param_budgets]
+    data = load_results(results_dir, settings.rounds, settings.slots)
+    budgets = list(settings.param_budgets)
     metrics = report_metrics(data, budgets)
     pareto = pareto_table(data)
     figures = {
@@ -47,7 +66,7 @@ def build_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
         "hypervolume": hypervolume_png(data),
         "predictor": predictor_png(data),
     }
-    page = render_html(data, config=config, budgets=budgets, metrics=metrics, pareto=pareto,
+    page = render_html(data, config=dict(config), budgets=budgets, metrics=metrics, pareto=pareto,
                        walltimes=wall_times(data), figures=figures)
 
     out = Path(out_dir)
