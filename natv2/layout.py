@@ -35,7 +35,6 @@ ARCH_FILE = "arch.json"
 HISTORY_FILE = "history.csv"
 METRICS_FILE = "metrics.json"
 
-SUPERNET_FILES = ("supernet.pt", "supernet.json")
 ROUND0_FILES = ("archive.csv", "evaluated.csv", "stats.json")
 ROUND_FILES = ("archive.csv", "candidates.csv", "stats.json", "supernet.pt")
 PROPOSED_FILES = ("proposed.csv", "proposed.json")

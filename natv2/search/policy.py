@@ -223,9 +223,6 @@ class Policy:
         overrides = {key: s[key] for key in OVERRIDABLE if s.get(key) is not None}
         return cls.preset(s["policy"], int(s["n_doe"]), ["top1", *s["objectives"]], **overrides)
 
-    def replace(self, **changes: Any) -> Policy:
-        return dataclasses.replace(self, **changes)
-
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
