@@ -97,6 +97,31 @@ def test_second_run_has_nothing_to_do(smk_project):
     assert "Nothing to be done" in snakemake(smk_project, "-n").stdout + snakemake(smk_project, "-n").stderr
 
 
+def _nothing_to_do(project: Path, *configfile: str) -> None:
+    result = run([str(BIN / "snakemake"), "-n", "--cores", "2", *configfile], project)
+    assert "Nothing to be done" in result.stdout + result.stderr, result.stdout[-3000:]
+
+
+def test_config_path_spelling_does_not_rerun(smk_project):
+    """The rules' commands name the config relative to the project, so an absolute or
+    roundabout spelling of the same file is the same command."""
+    _nothing_to_do(smk_project, "--configfile", str(smk_project / CONFIG))
+    _nothing_to_do(smk_project, "--configfile", f"./config/../{CONFIG}")
+
+
+def test_plain_snakemake_after_make_run_and_a_moved_project_have_nothing_to_do(tmp_path):
+    """`make run` passes --configfile config/config.yaml; the plain `snakemake --cores all`
+    that follows must not rerun anything, nor must either form in a copy of the project."""
+    project = project_copy(tmp_path / "first")
+    shutil.copy2(project / CONFIG, project / "config/config.yaml")  # the tiny config as default
+    run([str(BIN / "snakemake"), "--cores", "2", "--configfile", "config/config.yaml"], project)
+    _nothing_to_do(project)
+    moved = tmp_path / "elsewhere" / "project"
+    shutil.copytree(project, moved, symlinks=True)  # keeps modification times
+    _nothing_to_do(moved)
+    _nothing_to_do(moved, "--configfile", "config/config.yaml")
+
+
 def test_snakemake_report(smk_project):
     snakemake(smk_project, "--report", "results/report/snakemake.html")
     html = (smk_project / "results/report/snakemake.html").read_text()

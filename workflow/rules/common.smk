@@ -21,7 +21,20 @@ from natv2.config import ConfigError, load_config, merge, read_yaml  # noqa: E40
 from natv2.layout import Layout  # noqa: E402
 from natv2.pipeline.dag import named, stage_params, stages  # noqa: E402
 
-CONFIG_FILES = [str(p) for p in workflow.overwrite_configfiles] or ["config/config.yaml"]
+def _as_given_here(path) -> str:
+    """``path`` relative to the working directory when it lies inside it. Snakemake hands
+    ``--configfile`` over as an absolute path, and a rule's command is part of what it compares
+    to decide a rerun: written relative, the command is the same with or without
+    ``--configfile config/config.yaml``, however the path is spelled, and after the project
+    directory is moved or cloned elsewhere."""
+    resolved = Path(path).resolve()
+    try:
+        return str(resolved.relative_to(Path.cwd().resolve()))
+    except ValueError:  # a config outside the project: its absolute path
+        return str(resolved)
+
+
+CONFIG_FILES = [_as_given_here(p) for p in workflow.overwrite_configfiles] or ["config/config.yaml"]
 try:
     CFG = load_config(CONFIG_FILES)
     _from_files = {}
