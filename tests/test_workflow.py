@@ -39,7 +39,7 @@ def dvc_stages(doc: dict) -> dict[str, tuple[frozenset, frozenset]]:
     for entry in doc["stages"].values():
         outs = set(entry["outs"])
         for kind in ("metrics", "plots"):
-            outs |= {next(iter(item)) for item in entry.get(kind, [])}
+            outs |= {item if isinstance(item, str) else next(iter(item)) for item in entry.get(kind, [])}
         result[" ".join(sorted(outs))] = (frozenset(entry.get("deps", [])), frozenset(outs))
     return result
 

@@ -196,10 +196,13 @@ def dvc_yaml(cfg: Mapping[str, Any], raw: Mapping[str, Any], config_path: str) -
         if params:
             entry["params"] = [{config_path: params}]
         entry["outs"] = list(st.outs)
+        # metrics and plots are cached like every output: results/ is not in git, so a file
+        # marked `cache: false` (DVC's convention for files committed to git) would be in
+        # neither store and missing after `dvc pull`
         if st.metrics:
-            entry["metrics"] = [{m: {"cache": False}} for m in st.metrics]
+            entry["metrics"] = list(st.metrics)
         if st.plots:
-            entry["plots"] = [{p: {"x": "params", "y": "top1", "template": "scatter", "cache": False}}
+            entry["plots"] = [{p: {"x": "params", "y": "top1", "template": "scatter"}}
                               for p in st.plots]
         doc["stages"][st.name] = entry
     return doc
