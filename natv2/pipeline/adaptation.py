@@ -56,8 +56,8 @@ def adapted_path(ctx: SearchContext, archive_df: pd.DataFrame, k: int) -> Path:
     return ctx.layout.adapted(k, key)
 
 
-def _adapt(ctx: SearchContext, k: int, archive: pd.DataFrame, path: Path) -> dict[str, Any]:
-    adaptation = AdaptSettings.from_config(ctx.cfg)
+def _adapt(ctx: SearchContext, k: int, archive: pd.DataFrame, path: Path,
+           adaptation: AdaptSettings) -> dict[str, Any]:
     if path.is_file():  # a killed run adapted already: reuse its network
         load_checkpoint(ctx.net, path)
         return {"epochs": adaptation.epochs, "reused": True}
@@ -75,11 +75,12 @@ def _adapt(ctx: SearchContext, k: int, archive: pd.DataFrame, path: Path) -> dic
 def adapt_and_reevaluate(ctx: SearchContext, k: int, archive: pd.DataFrame) -> Adapted:
     """Adapt the loaded super-network after round ``k`` (updated ``archive``) and re-evaluate
     every archive member with it; the loaded network is the adapted one afterwards."""
-    if AdaptSettings.from_config(ctx.cfg).epochs <= 0:
+    adaptation = AdaptSettings.from_config(ctx.cfg)
+    if adaptation.epochs <= 0:
         return Adapted(archive, {"epochs": 0})
     path = adapted_path(ctx, archive, k)
     with ctx.step("adapt"):
-        record = _adapt(ctx, k, archive, path)
+        record = _adapt(ctx, k, archive, path, adaptation)
         ctx.net.eval()
     with ctx.step("reevaluate"):
         archs = [ctx.space.decode(a) for a in archive["arch"]]

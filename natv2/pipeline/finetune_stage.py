@@ -11,6 +11,7 @@ architecture writes the same four files saying so (``used: false``), so the DAG 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -41,17 +42,16 @@ def _check_rank(cfg: Mapping[str, Any], rank: Any) -> int:
 
 def selected_encodings(cfg: Mapping[str, Any]) -> list[str | None]:
     """The encodings of every slot, from the final archive (same for every rank job)."""
-    path = Layout.from_config(cfg).archive(int(cfg["search"]["rounds"]))
+    rounds = int(cfg["search"]["rounds"])
+    path = Layout.from_config(cfg).archive(rounds)
     if not path.is_file():
-        rounds = int(cfg["search"]["rounds"])
         raise UserError(f"final archive '{path}' does not exist; run `natv2 search-round --round {rounds}` first")
     ft = cfg["finetune"]
     objectives = ["top1", *cfg["search"]["objectives"]]
     return select_for_finetune(read_archive(path), int(ft["slots"]), int(ft["n_high_tradeoff"]), objectives)
 
 
-def _write_unused(cfg: Mapping[str, Any], rank: int, reason: str) -> dict:
-    out = Layout.from_config(cfg).rank_dir(rank)
+def _write_unused(out: Path, rank: int, reason: str) -> dict:
     record = {"used": False, "reason": reason, "rank": rank}
     atomic_write(out / MODEL_FILE, lambda tmp: torch.save({"format": UNUSED_FORMAT, "reason": reason}, tmp))
     atomic_write(out / HISTORY_FILE, lambda tmp: tmp.write_text(",".join(HISTORY_COLUMNS) + "\n"))
@@ -63,12 +63,13 @@ def _write_unused(cfg: Mapping[str, Any], rank: int, reason: str) -> dict:
 def run_finetune(cfg: Mapping[str, Any], rank: int, show_progress: bool = True) -> dict:
     """Fine-tune slot ``rank``; returns what it wrote to ``metrics.json``."""
     rank = _check_rank(cfg, rank)
+    layout = Layout.from_config(cfg)
     encodings = selected_encodings(cfg)
     encoding = encodings[rank]
     if encoding is None:
         n_used = sum(e is not None for e in encodings)
-        return _write_unused(cfg, rank, f"the final archive gave {n_used} architecture(s) for {len(encodings)} slots")
-    supernet_file = Layout.from_config(cfg).round_supernet(int(cfg["search"]["rounds"]))
+        return _write_unused(layout.rank_dir(rank), rank, f"the final archive gave {n_used} architecture(s) for {len(encodings)} slots")
+    supernet_file = layout.round_supernet(int(cfg["search"]["rounds"]))
     if not supernet_file.is_file():
         raise UserError(f"'{supernet_file}' does not exist; run `natv2 search-round --round {cfg['search']['rounds']}` first")
     device = setup_stage(cfg, seed=finetune_seed(int(cfg["seed"]), rank))
@@ -84,5 +85,5 @@ def run_finetune(cfg: Mapping[str, Any], rank: int, show_progress: bool = True) 
         result = finetune(net, arch, splits, settings, device, show_progress=show_progress, encoding=encoding)
     metrics = {**result.metrics(), "used": True, "rank": rank, "encoding": encoding}
     info = {**arch_info(arch, encoding, splits), "exit_ordering": settings.exit_ordering if space.has_nd else None}
-    save_finetuned(Layout.from_config(cfg).rank_dir(rank), result.model, info, metrics, result.history)
+    save_finetuned(layout.rank_dir(rank), result.model, info, metrics, result.history)
     return metrics

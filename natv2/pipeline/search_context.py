@@ -83,10 +83,11 @@ class SearchContext:
         self.steps: dict[str, float] = {}
         self.hits = 0
         self.loaded: LoadedNet | None = None
+        self.data = DataSettings.from_config(cfg)
         self.latency_on = bool(cfg["search"]["measure_latency"]) or "latency" in self.names
         space = self.space
         self.eval_settings = {
-            "data": DataSettings.from_config(cfg).as_dict(),
+            "data": self.data.as_dict(),
             "space": {"family": space.family, "resolutions": list(space.resolutions),
                       "widths": list(space.widths), "ks": list(space.ks_list),
                       "e": list(space.expand_list), "d": list(space.depth_list)},
@@ -139,8 +140,7 @@ class SearchContext:
     # ----------------------------------------------------------------------- data
     @functools.cached_property
     def splits(self):
-        return build_splits(DataSettings.from_config(self.cfg), self.space.resolutions[0],
-                            augment=False)
+        return build_splits(self.data, self.space.resolutions[0], augment=False)
 
     @functools.cached_property
     def evaluator(self) -> Evaluator:
