@@ -69,7 +69,7 @@ def test_adapt_supernet_passes_archive_samplers(monkeypatch):
     seen = {}
 
     def fake_train_phase(net, space, loader, phase, settings, train, teacher, device, seed,
-                         show_progress=True, sampler=None, resolution_sampler=None):
+                         show_progress=True, sampler=None, resolution_sampler=None, world=None):
         rng = np.random.default_rng(0)
         seen["res"] = resolution_sampler(rng)
         seen["arch"] = sampler(rng, seen["res"])

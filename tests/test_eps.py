@@ -177,7 +177,8 @@ def test_a_phase_on_a_fixed_batch_lowers_the_loss(family, monkeypatch):
 def test_train_supernet_plan_and_teachers(monkeypatch, tmp_path):
     calls = []
 
-    def fake_phase(net, space, loader, phase, settings, train, teacher, device, seed, show_progress=True):
+    def fake_phase(net, space, loader, phase, settings, train, teacher, device, seed, show_progress=True,
+                   world=None):
         calls.append((phase, settings.epochs, seed, teacher))
         return {"name": phase, "epochs": settings.epochs, "seconds": 0.0}
 
@@ -217,7 +218,8 @@ def test_train_supernet_plan_and_teachers(monkeypatch, tmp_path):
 def test_checkpoints_of_other_settings_are_not_resumed(monkeypatch, tmp_path):
     calls = []
 
-    def fake_phase(net, space, loader, phase, settings, train, teacher, device, seed, show_progress=True):
+    def fake_phase(net, space, loader, phase, settings, train, teacher, device, seed, show_progress=True,
+                   world=None):
         calls.append(phase)
         with torch.no_grad():
             net.classifier.linear.bias.add_(1.0)  # the weights change with every phase

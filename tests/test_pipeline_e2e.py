@@ -6,6 +6,7 @@ from __future__ import annotations
 import filecmp
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -96,6 +97,16 @@ def test_pipeline_writes_every_stage_output(smk_project):
     assert (smk_project / "logs/benchmarks/supernet.tsv").exists()
 
 
+def test_logs_hold_plain_progress_lines(smk_project):
+    """A log file is not a terminal: progress is periodic lines, not carriage-return frames."""
+    logs = sorted((smk_project / "logs").glob("*.log"))
+    assert len(logs) == len(stages(load_config(smk_project / CONFIG)))
+    for log in logs:
+        assert "\r" not in log.read_text(), log.name
+    supernet = (smk_project / "logs/supernet.log").read_text()
+    assert re.search(r"^supernet \w+: (\d+)/\1 \(100%\) \[", supernet, re.M), supernet[-2000:]
+
+
 def test_second_run_has_nothing_to_do(smk_project):
     assert "Nothing to be done" in snakemake(smk_project, "-n").stdout + snakemake(smk_project, "-n").stderr
 
@@ -123,6 +134,38 @@ def test_plain_snakemake_after_make_run_and_a_moved_project_have_nothing_to_do(t
     shutil.copytree(project, moved, symlinks=True)  # keeps modification times
     _nothing_to_do(moved)
     _nothing_to_do(moved, "--configfile", "config/config.yaml")
+
+
+def test_dvc_repro_after_make_run_has_nothing_to_do(smk_project, tmp_path):
+    """`make run` ends with `dvc commit` where dvc.yaml is the config's: DVC then finds the
+    pipeline Snakemake built up to date instead of running it all again."""
+    project = tmp_path / "made"
+    shutil.copytree(smk_project, project, symlinks=True)
+    for name in ("Makefile", "pyproject.toml", ".gitignore"):
+        shutil.copy2(ROOT / name, project / name)  # keeps mtimes: make sees the venv as current
+    run(["git", "init", "-q"], project)
+    run([str(BIN / "dvc"), "init", "-q"], project)
+    run([str(BIN / "dvc"), "config", "core.analytics", "false"], project)
+    run([str(BIN / "natv2"), "dvc-yaml", "--config", CONFIG], project)
+    made = run(["make", "run", f"CONFIG={CONFIG}", f"VENV={BIN.parent}", "CORES=2"], project)
+    assert "Nothing to be done" in made.stdout + made.stderr
+    assert (project / "dvc.lock").is_file()
+    assert "up to date" in run([str(BIN / "dvc"), "status"], project).stdout
+    assert "Running stage" not in run([str(BIN / "dvc"), "repro"], project).stdout
+    _nothing_to_do(project, "--configfile", CONFIG)
+
+
+def test_make_run_leaves_dvc_alone_when_dvc_yaml_is_another_configs(smk_project, tmp_path):
+    project = tmp_path / "other"
+    shutil.copytree(smk_project, project, symlinks=True)
+    for name in ("Makefile", "pyproject.toml"):
+        shutil.copy2(ROOT / name, project / name)
+    run(["git", "init", "-q"], project)
+    run([str(BIN / "dvc"), "init", "-q"], project)
+    shutil.copy2(ROOT / "dvc.yaml", project / "dvc.yaml")  # config/config.yaml's stages
+    made = run(["make", "run", f"CONFIG={CONFIG}", f"VENV={BIN.parent}", "CORES=2"], project)
+    assert "dvc.yaml is not the one `natv2 dvc-yaml --config config/test.yaml` writes" in made.stderr
+    assert not (project / "dvc.lock").exists()
 
 
 def test_snakemake_report(smk_project):

@@ -23,6 +23,7 @@ COVERED = {
     "dvc remote add": "tests/test_pipeline_e2e.py::test_share_through_a_dvc_remote",
     "dvc push": "tests/test_pipeline_e2e.py::test_share_through_a_dvc_remote",
     "snakemake --workflow-profile workflow/profiles/slurm": "test_slurm_profile_dry_run",
+    "torchrun --standalone": "tests/test_distributed.py (supernet stage under torchrun, gloo)",
     "natv2 predict": "tests/test_cli_model.py",
     "natv2 export": "tests/test_cli_model.py",
 }

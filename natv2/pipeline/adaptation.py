@@ -19,9 +19,10 @@ from typing import Any
 
 import pandas as pd
 
+from natv2.distributed import World, broadcast_text
 from natv2.pipeline.eval_cache import file_sha256, settings_hash
 from natv2.pipeline.search_context import SearchContext
-from natv2.search import normalize_archive
+from natv2.search import archive_from_csv, normalize_archive
 from natv2.seeds import adaptation_seed
 from natv2.supernet import load_checkpoint, save_checkpoint
 from natv2.train.adapt import AdaptSettings, adapt_supernet
@@ -56,17 +57,45 @@ def adapted_path(ctx: SearchContext, archive_df: pd.DataFrame, k: int) -> Path:
     return ctx.layout.adapted(k, key)
 
 
+def train_adaptation(ctx: SearchContext, k: int, archive: pd.DataFrame, adaptation: AdaptSettings
+                     ) -> dict[str, Any]:
+    """Train the loaded network on round ``k``'s ``archive`` (every data-parallel process of
+    ``ctx.world`` calls this with the same archive); returns the training record."""
+    # stage 1's training settings (label smoothing, momentum, weight decay, exit weights)
+    train = dataclasses.replace(TrainSettings.from_config(ctx.cfg), phases={}, seed=ctx.seed)
+    return adapt_supernet(
+        ctx.net, ctx.space, archive, ctx.names, ctx.train_loader(), adaptation, train,
+        ctx.device, seed=adaptation_seed(ctx.seed, k), repair=ctx.policy.repair,
+        show_progress=ctx.show, world=ctx.world)
+
+
+def share_archive(archive: pd.DataFrame | None, world: World) -> pd.DataFrame | None:
+    """Process 0's ``archive`` on every process (``None``: nothing to train); unchanged for one
+    process."""
+    if not world.parallel:
+        return archive
+    text = broadcast_text("" if archive is None else archive.to_csv(index=False, na_rep=""), world)
+    return archive_from_csv(text) if text else None
+
+
+def follow_adaptation(ctx: SearchContext, k: int) -> None:
+    """A data-parallel process other than 0 in round ``k``: wait for process 0's archive (after
+    its search and evaluation), then train the adaptation with it. Writes nothing."""
+    adaptation = AdaptSettings.from_config(ctx.cfg)
+    if adaptation.epochs <= 0:
+        return
+    archive = share_archive(None, ctx.world)
+    if archive is not None:
+        train_adaptation(ctx, k, archive, adaptation)
+
+
 def _adapt(ctx: SearchContext, k: int, archive: pd.DataFrame, path: Path,
            adaptation: AdaptSettings) -> dict[str, Any]:
     if path.is_file():  # a killed run adapted already: reuse its network
+        share_archive(None, ctx.world)  # the other processes have nothing to train
         load_checkpoint(ctx.net, path)
         return {"epochs": adaptation.epochs, "reused": True}
-    # stage 1's training settings (label smoothing, momentum, weight decay, exit weights)
-    train = dataclasses.replace(TrainSettings.from_config(ctx.cfg), phases={}, seed=ctx.seed)
-    record = adapt_supernet(
-        ctx.net, ctx.space, archive, ctx.names, ctx.train_loader(), adaptation, train,
-        ctx.device, seed=adaptation_seed(ctx.seed, k), repair=ctx.policy.repair,
-        show_progress=ctx.show)
+    record = train_adaptation(ctx, k, share_archive(archive, ctx.world), adaptation)
     save_checkpoint(ctx.net, path, extra={"round": k, "adaptation": {
         key: v for key, v in record.items() if isinstance(v, int | float | str)}})
     return record

@@ -23,6 +23,7 @@ from natv2.layout import Layout
 NOT_STAGE_KEYS: dict[str, str] = {
     "device": "execution: where a stage runs",
     "threads": "execution: torch intra-op threads",
+    "processes": "execution: data-parallel processes of a training job (the same algorithm)",
     "results_dir": "execution: where the outputs go (the file paths carry it)",
     "search.rounds": "graph shape: a new round is a new stage, not a changed one",
     "finetune.slots": "graph shape: a new slot is a new stage",
@@ -135,6 +136,25 @@ def _round_stages(layout: Layout, k: int, shards: int) -> list[Stage]:
     return out
 
 
+#: the kinds of job that train and so run data-parallel with ``processes`` > 1, and their commands
+PARALLEL_KINDS: dict[str, str] = {"supernet": "natv2 supernet", "search_round": "natv2 search-round",
+                                  "search_finish": "natv2 search-round --step finish",
+                                  "finetune": "natv2 finetune"}
+
+
+def launcher(stage: Stage, processes: int) -> tuple[str, ...]:
+    """What runs ``stage``'s arguments: ``natv2``, or for a training job with ``processes`` > 1,
+    ``torchrun --standalone --nproc-per-node N -m natv2``."""
+    if processes > 1 and stage.kind in PARALLEL_KINDS:
+        return ("torchrun", "--standalone", f"--nproc-per-node={processes}", "-m", "natv2")
+    return ("natv2",)
+
+
+def command(stage: Stage, processes: int) -> tuple[str, ...]:
+    """The command that runs ``stage``, without ``--config``."""
+    return (*launcher(stage, processes), *stage.args)
+
+
 def stages(cfg: Mapping[str, Any]) -> list[Stage]:
     """Every job of the pipeline for ``cfg``, in a valid execution order."""
     layout = Layout.from_config(cfg)
@@ -189,7 +209,7 @@ def dvc_yaml(cfg: Mapping[str, Any], raw: Mapping[str, Any], config_path: str) -
     """The ``dvc.yaml`` document for ``cfg`` (validated) read from ``config_path`` (as ``raw``)."""
     doc: dict[str, Any] = {"stages": {}}
     for st in stages(cfg):
-        entry: dict[str, Any] = {"cmd": " ".join(("natv2", *st.args, "--config", config_path))}
+        entry: dict[str, Any] = {"cmd": " ".join((*command(st, int(cfg["processes"])), "--config", config_path))}
         if st.deps:
             entry["deps"] = list(st.deps)
         params = present_keys(raw, st.keys)

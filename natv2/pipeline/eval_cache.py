@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
+from natv2.progress import progress
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -133,8 +133,7 @@ class CachedEvaluate:
     def __call__(self, archs: Iterable[Any]) -> list[dict[str, Any]]:
         archs = list(archs)
         out: list[dict[str, Any]] = []
-        with tqdm(total=len(archs), desc=self.desc, disable=not self.show_progress or not archs,
-                  leave=True) as bar:
+        with progress(len(archs), self.desc, self.show_progress and bool(archs)) as bar:
             for arch in archs:
                 k = self.key(arch)
                 rec = self.cache.get(k)

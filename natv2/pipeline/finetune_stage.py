@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from natv2.data import DataSettings, build_splits
+from natv2.distributed import World, check_batch, joined
 from natv2.errors import UserError
 from natv2.files import atomic_write, write_json
 from natv2.layout import ARCH_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE, Layout
@@ -61,28 +62,45 @@ def _write_unused(out: Path, rank: int, reason: str) -> dict:
 
 
 def run_finetune(cfg: Mapping[str, Any], rank: int, show_progress: bool = True) -> dict:
-    """Fine-tune slot ``rank``; returns what it wrote to ``metrics.json``."""
+    """Fine-tune slot ``rank``; returns what it wrote to ``metrics.json``. Under ``torchrun``
+    every process trains (data-parallel, ``natv2.distributed``) and process 0 writes; the
+    others return ``{}``."""
+    world = World.from_env()
     rank = _check_rank(cfg, rank)
     layout = Layout.from_config(cfg)
     encodings = selected_encodings(cfg)
     encoding = encodings[rank]
     if encoding is None:
         n_used = sum(e is not None for e in encodings)
+        if not world.writer:
+            return {}
         return _write_unused(layout.rank_dir(rank), rank, f"the final archive gave {n_used} architecture(s) for {len(encodings)} slots")
     supernet_file = layout.round_supernet(int(cfg["search"]["rounds"]))
     if not supernet_file.is_file():
         raise UserError(f"'{supernet_file}' does not exist; run `natv2 search-round --round {cfg['search']['rounds']}` first")
-    device = setup_stage(cfg, seed=finetune_seed(int(cfg["seed"]), rank))
+    device = world.device(setup_stage(cfg, seed=finetune_seed(int(cfg["seed"]), rank)))
+    with joined(world, device):
+        return _run_finetune(cfg, rank, encoding, supernet_file, device, show_progress and world.writer,
+                             world)
+
+
+def _run_finetune(cfg: Mapping[str, Any], rank: int, encoding: str, supernet_file, device,
+                  show_progress: bool, world: World) -> dict:
+    layout = Layout.from_config(cfg)
     space = space_from_config(cfg)
     arch = space.decode(encoding)
     net = load_supernet(supernet_file)
     splits = build_splits(DataSettings.from_config(cfg), resolution=arch.resolution)
     settings = FinetuneSettings.from_config(cfg)
+    check_batch(world, settings.batch_size)
     if uses_aep(arch.family, settings):  # multi-exit (AEP) fine-tuning, EE families
         result = aep_finetune(net, arch, splits, settings, device, show_progress=show_progress,
-                              encoding=encoding)
+                              encoding=encoding, world=world)
     else:
-        result = finetune(net, arch, splits, settings, device, show_progress=show_progress, encoding=encoding)
+        result = finetune(net, arch, splits, settings, device, show_progress=show_progress, encoding=encoding,
+                          world=world)
+    if not world.writer:
+        return {}
     metrics = {**result.metrics(), "used": True, "rank": rank, "encoding": encoding}
     info = {**arch_info(arch, encoding, splits), "exit_ordering": settings.exit_ordering if space.has_nd else None}
     save_finetuned(layout.rank_dir(rank), result.model, info, metrics, result.history)

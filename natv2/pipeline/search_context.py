@@ -28,6 +28,7 @@ import torch
 from tqdm import tqdm
 
 from natv2.data import DataSettings, build_splits, make_loader
+from natv2.distributed import SINGLE, World
 from natv2.errors import UserError
 from natv2.files import first_line
 from natv2.layout import Layout
@@ -69,12 +70,13 @@ class LoadedNet:
 class SearchContext:
     """Config, space, policy, device, layout, timings and the loaded super-network of a stage."""
 
-    def __init__(self, cfg: Mapping[str, Any], label: str, show_progress: bool):
+    def __init__(self, cfg: Mapping[str, Any], label: str, show_progress: bool, world: World = SINGLE):
         self.start = time.perf_counter()
         self.cfg = cfg
         self.label = label
-        self.show = bool(show_progress)
-        self.device = setup_stage(cfg)
+        self.world = world  # the data-parallel processes of the adaptation (natv2.distributed)
+        self.show = bool(show_progress) and world.writer
+        self.device = world.device(setup_stage(cfg))
         self.space = space_from_config(cfg)
         self.layout = Layout.from_config(cfg)
         self.policy = policy_from_config(cfg)

@@ -27,17 +27,19 @@ stored in round 0's ``stats.json`` and reused by every round, so values are comp
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from natv2.distributed import SINGLE, World, joined
 from natv2.errors import UserError
 from natv2.files import atomic_write, read_json, write_json
 from natv2.layout import Layout
-from natv2.pipeline.adaptation import adapt_and_reevaluate
+from natv2.measure import resolve_device
+from natv2.pipeline.adaptation import adapt_and_reevaluate, follow_adaptation
 from natv2.pipeline.search_context import STEP_NAMES, SearchContext, search_seed
 from natv2.search import concat_archives, normalize_archive, read_archive, write_archive
 from natv2.search.hypervolume import Reference, hypervolume_stats
@@ -131,11 +133,12 @@ def run_init_archive(cfg: Mapping[str, Any], show_progress: bool = True) -> dict
 
 
 def _open_round(cfg: Mapping[str, Any], k: int, inputs: tuple[Path, Path, Path], suffix: str,
-                show_progress: bool) -> tuple[SearchContext, pd.DataFrame, Reference]:
+                show_progress: bool, world: World = SINGLE
+                ) -> tuple[SearchContext, pd.DataFrame, Reference]:
     """The context of a round step with the previous archive, round 0's hypervolume reference
     (checked against the config's objectives) and the input network loaded."""
     prev, stats0, net_file = inputs
-    ctx = SearchContext(cfg, f"round {k:02d}{suffix}", show_progress)
+    ctx = SearchContext(cfg, f"round {k:02d}{suffix}", show_progress, world)
     with ctx.step("load"):
         archive_df = read_archive(prev)
         ref = _read_reference(stats0, ctx.names)
@@ -181,11 +184,33 @@ def _finish(ctx: SearchContext, k: int, new_archive: pd.DataFrame, cand: pd.Data
     return stats
 
 
+def _data_parallel(cfg: Mapping[str, Any], k: int, lead: Callable[[World], dict[str, Any]]
+                   ) -> dict[str, Any]:
+    """``lead(world)`` in process 0; under ``torchrun``, the other processes load the round's
+    input network and join the adaptation (``natv2.pipeline.adaptation.follow_adaptation``),
+    writing nothing; they return ``{}``."""
+    world = World.from_env()
+    if not world.parallel:
+        return lead(world)
+    with joined(world, world.device(resolve_device(cfg["device"]))):
+        if world.writer:
+            return lead(world)
+        ctx = SearchContext(cfg, f"round {k:02d} process {world.rank}", False, world)
+        ctx.load(_input_supernet(ctx.layout, k))
+        follow_adaptation(ctx, k)
+        return {}
+
+
 def run_search_round(cfg: Mapping[str, Any], k: int, show_progress: bool = True
                      ) -> dict[str, Any]:
-    """Stage ``search_round`` for round ``k >= 1``, all steps in this process; returns stats."""
+    """Stage ``search_round`` for round ``k >= 1``, all steps in this process (the adaptation
+    data-parallel under ``torchrun``); returns stats."""
     k = _check_round(k)
-    ctx, archive_df, ref = _open_round(cfg, k, _round_inputs(cfg, k), "", show_progress)
+    return _data_parallel(cfg, k, lambda world: _search_round(cfg, k, show_progress, world))
+
+
+def _search_round(cfg: Mapping[str, Any], k: int, show_progress: bool, world: World) -> dict[str, Any]:
+    ctx, archive_df, ref = _open_round(cfg, k, _round_inputs(cfg, k), "", show_progress, world)
     sha = ctx.loaded.sha256
     result = run_round(ctx.space, archive_df, ctx.policy,
                        lambda archs: ctx.evaluate(sha, "evaluate", archs), ctx.cheap_fn(), k,
@@ -266,13 +291,18 @@ def _gather(layout: Layout, k: int, shards: int, proposed: pd.DataFrame
 
 
 def finish_round(cfg: Mapping[str, Any], k: int, show_progress: bool = True) -> dict[str, Any]:
-    """Gather step 3: read the shards, update the archive, adapt, re-evaluate, write the round's
-    ``archive.csv``, ``candidates.csv``, ``stats.json`` and ``supernet.pt``; returns stats."""
+    """Gather step 3: read the shards, update the archive, adapt (data-parallel under
+    ``torchrun``), re-evaluate, write the round's ``archive.csv``, ``candidates.csv``,
+    ``stats.json`` and ``supernet.pt``; returns stats."""
     k = _check_round(k)
+    return _data_parallel(cfg, k, lambda world: _finish_round(cfg, k, show_progress, world))
+
+
+def _finish_round(cfg: Mapping[str, Any], k: int, show_progress: bool, world: World) -> dict[str, Any]:
     inputs = _round_inputs(cfg, k)
     layout = Layout.from_config(cfg)
     proposed, meta = _read_proposed(layout, k)
-    ctx, archive_df, ref = _open_round(cfg, k, inputs, " finish", show_progress)
+    ctx, archive_df, ref = _open_round(cfg, k, inputs, " finish", show_progress, world)
     with ctx.step("load"):
         cand, shard_seconds = _gather(layout, k, int(cfg["search"]["shards"]), proposed)
     for name, seconds in (meta.get("steps") or {}).items():

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from natv2.data import DataSettings, build_splits, make_loader
+from natv2.distributed import World, check_batch, joined, rank0_first
 from natv2.files import write_json
 from natv2.layout import Layout
 from natv2.measure import Evaluator
@@ -54,7 +55,7 @@ def data_fingerprint(data: DataSettings, splits) -> dict:
 def family_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """Keyword arguments of ``build_supernet`` (but ``n_classes``) for the configured family."""
     sn = cfg["supernet"]
-    return {k: sn[k] for k in ("family", "width_mult", "ks_list", "expand_list", "depth_list")}
+    return {k: sn[k] for k in ("family", "width_mult", "ks_list", "expand_list", "depth_list", "dropout")}
 
 
 def validation_top1(net, space: SearchSpace, splits, device) -> dict[str, float]:
@@ -66,30 +67,43 @@ def validation_top1(net, space: SearchSpace, splits, device) -> dict[str, float]
 
 
 def run_supernet(cfg: Mapping[str, Any], show_progress: bool = True) -> dict:
-    """Run the stage; returns what it wrote to ``supernet.json``."""
+    """Run the stage; returns what it wrote to ``supernet.json``. Under ``torchrun`` every rank
+    trains (data-parallel, ``natv2.distributed``) and rank 0 writes; the others return ``{}``."""
+    world = World.from_env()
+    device = world.device(setup_stage(cfg))
+    with joined(world, device):
+        return _run_supernet(cfg, show_progress and world.writer, world, device)
+
+
+def _run_supernet(cfg: Mapping[str, Any], show_progress: bool, world: World, device: torch.device
+                  ) -> dict:
     start = time.perf_counter()
-    device = setup_stage(cfg)
     sn = cfg["supernet"]
     layout = Layout.from_config(cfg)
     space = space_from_config(cfg)
     data, train = DataSettings.from_config(cfg), TrainSettings.from_config(cfg)
+    check_batch(world, data.batch_size)
     # fetch, verify and load the source before any data or training work
-    source = open_source(sn["source"], sn["cache_dir"], family_kwargs(cfg), show_progress)
+    source = rank0_first(world, lambda: open_source(sn["source"], sn["cache_dir"], family_kwargs(cfg),
+                                                    show_progress))
     net = source.net
-    splits = build_splits(data, resolution=max(space.resolutions))
+    splits = rank0_first(world, lambda: build_splits(data, resolution=max(space.resolutions)))
     loader = epoch_loader(splits.train, data.batch_size, data.num_workers)
     if net is None:
         net = build_supernet(**family_kwargs(cfg), n_classes=splits.n_classes)
         phases = train_supernet(net, space, loader, train, device, layout.supernet_work,
-                                show_progress=show_progress, fingerprint=data_fingerprint(data, splits))
+                                show_progress=show_progress, fingerprint=data_fingerprint(data, splits),
+                                world=world)
     else:
         net.to(device)
         phases = []
         if fit_head(net, splits.n_classes):
             net.to(device)
             phases = warm_up(net, space, loader, train, WarmupSettings.from_config(cfg), device,
-                             show_progress)
+                             show_progress, world)
     net.eval()
+    if not world.writer:
+        return {}
     info = {
         "family": sn["family"],
         "width_mult": float(sn["width_mult"]),

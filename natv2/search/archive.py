@@ -11,6 +11,7 @@ Objectives are always *minimised*: ``top1`` becomes the error ``100 - top1``.
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -114,10 +115,19 @@ def read_archive(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise ArchiveError(f"archive: file {str(path)!r} does not exist")
+    return _parse(path)
+
+
+def archive_from_csv(text: str) -> pd.DataFrame:
+    """:func:`read_archive` of the CSV text ``text`` (what ``write_archive`` writes)."""
+    return _parse(io.StringIO(text))
+
+
+def _parse(source) -> pd.DataFrame:
     dtype = {c: str for c, t in ARCHIVE_DTYPES.items() if t == "str"}
     # pandas 2 needs "round_trip" for exact floats; pandas 3 is exact by default and deprecates it
     extra = {"float_precision": "round_trip"} if int(pd.__version__.split(".")[0]) < 3 else {}
-    df = pd.read_csv(path, dtype=dtype, keep_default_na=False, na_values=[""], **extra)
+    df = pd.read_csv(source, dtype=dtype, keep_default_na=False, na_values=[""], **extra)
     return normalize_archive(df)
 
 

@@ -23,9 +23,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
 from natv2.errors import UserError
+from natv2.progress import progress
 
 CHUNK = 1 << 16
 
@@ -106,8 +105,8 @@ def _fetch_once(url: str, part: Path, timeout: float, show_progress: bool) -> No
         start = have if resumed else 0
         length = response.headers.get("Content-Length")
         total = start + int(length) if length is not None else None
-        bar = tqdm(total=total, initial=start, unit="B", unit_scale=True, desc=part.name[:-5],
-                   disable=not show_progress, leave=False)
+        bar = progress(total, part.name[:-5], show_progress, unit="B", unit_scale=True, initial=start,
+                       leave=False)
         received = 0
         try:
             with open(part, mode) as fh:

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from natv2.distributed import batch_norm
+
 from .common import centre_crop_bounds, se_mid_channels
 from .layers import SqueezeExcite, global_avg_pool
 
@@ -173,7 +175,8 @@ class ElasticBatchNorm2d(nn.Module):
     """BatchNorm over the first ``C`` channels of a maximal ``nn.BatchNorm2d`` (``.bn``),
     as OFA's ``DynamicBatchNorm2d``.
 
-    Training mode normalises with batch statistics and updates the sliced running statistics
+    Training mode normalises with batch statistics (those of every rank's batch in a
+    data-parallel run, ``natv2.distributed.batch_norm``) and updates the sliced running statistics
     in place (they are buffers, not autograd inputs) with the BN's momentum, or the cumulative
     average when momentum is None, like ``nn.BatchNorm2d``. BN re-calibration for a sub-network
     is done on the *extracted* static net (no OFA-style global switch needed).
@@ -183,6 +186,7 @@ class ElasticBatchNorm2d(nn.Module):
         super().__init__()
         self.max_features = max_features
         self.bn = nn.BatchNorm2d(max_features, eps=eps, momentum=momentum)
+        self.synchronised = False  # set by natv2.distributed.synchronised_batch_norm
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bn = self.bn
@@ -193,8 +197,8 @@ class ElasticBatchNorm2d(nn.Module):
             bn.num_batches_tracked.add_(1)
             factor = (1.0 / float(bn.num_batches_tracked) if bn.momentum is None
                       else bn.momentum)
-        return F.batch_norm(x, bn.running_mean[:c], bn.running_var[:c], bn.weight[:c],
-                            bn.bias[:c], self.training, factor, bn.eps)
+        return batch_norm(x, bn.running_mean[:c], bn.running_var[:c], bn.weight[:c],
+                          bn.bias[:c], self.training, factor, bn.eps, self.synchronised)
 
     def active_state(self, features: int) -> dict[str, torch.Tensor]:
         """The state of the static ``nn.BatchNorm2d`` this extracts to."""

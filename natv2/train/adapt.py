@@ -35,6 +35,7 @@ import pandas as pd
 import torch
 
 from natv2.config import ensure_config
+from natv2.distributed import SINGLE, World
 from natv2.search import archive_vectors, objectives, survive
 from natv2.space import Arch, SearchSpace
 from natv2.train.eps import PhaseSettings, TrainSettings, make_teacher, train_phase
@@ -131,6 +132,7 @@ def adapt_supernet(
     seed: int,
     repair: str,
     show_progress: bool = True,
+    world: World = SINGLE,
 ) -> dict[str, Any]:
     """Train ``net`` in place on sub-networks sampled from the archive's best members.
 
@@ -160,6 +162,7 @@ def adapt_supernet(
         show_progress=show_progress,
         sampler=lambda rng, resolution: dist.sample(rng, space, repair, resolution),
         resolution_sampler=lambda rng: dist.sample_resolution(rng, space),
+        world=world,
     )
     net.eval()
     record["top_n"] = dist.n_fitted

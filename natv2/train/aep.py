@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from natv2.data import Splits
+from natv2.distributed import SINGLE, World
 from natv2.errors import UserError
 from natv2.measure import resolve_device
 from natv2.space.arch import has_nd
@@ -219,6 +220,7 @@ def aep_finetune(
     show_progress: bool = False,
     *,
     encoding: str | None = None,
+    world: World = SINGLE,
 ) -> AEPResult:
     """NATv2's two-step fine-tuning (:func:`~natv2.train.finetune.finetune`) of the multi-exit
     sub-network ``arch`` (an EE family) with the exit weights of ``settings.exit_ordering``
@@ -238,7 +240,7 @@ def aep_finetune(
     extract_fn, loss_fn, logits_fn = aep_hooks(ordering, nd, s.label_smoothing)
     result = finetune(supernet, arch, splits, s, device, show_progress,
                       encoding=encoding, extract_fn=extract_fn, loss_fn=loss_fn,
-                      logits_fn=logits_fn)
+                      logits_fn=logits_fn, world=world)
     loss_w, ens_w = aep_weights(ordering, nd)
     r = int(arch.resolution)
     test_splits = splits if splits.resolution == r else splits.at(r)

@@ -32,9 +32,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from natv2.config import ensure_config
+from natv2.distributed import (
+    SINGLE,
+    World,
+    local_slice,
+    sum_gradients,
+    sum_values,
+    synchronised_batch_norm,
+)
+from natv2.progress import progress
 from natv2.seeds import epoch_seed, phase_seed
 from natv2.space import SearchSpace
 from natv2.supernet import load_checkpoint, read_extra, save_checkpoint
@@ -170,12 +178,16 @@ def train_phase(net: nn.Module, space: SearchSpace, loader: Callable[[int], obje
                 settings: PhaseSettings, train: TrainSettings, teacher: nn.Module | None,
                 device: torch.device, seed: int, show_progress: bool = True,
                 sampler: Sampler | None = None,
-                resolution_sampler: Callable[[np.random.Generator], int] | None = None) -> dict:
-    """Train ``net`` for one phase; returns {name, epochs, seconds, loss, train_top1} of its last epoch.
+                resolution_sampler: Callable[[np.random.Generator], int] | None = None,
+                world: World = SINGLE) -> dict:
+    """Train ``net`` for one phase; returns {name, epochs, seconds, loss, train_top1} of its last
+    epoch and ``epoch_loss``, the mean training loss of each epoch.
 
     ``sampler(rng, resolution)`` draws the sub-networks of a step; by default those of the EPS
     phase ``phase`` (NAT's per-round adaptation passes its own, fitted to the archive).
     ``resolution_sampler(rng)`` draws each step's resolution (default: uniform over the space's).
+    In a data-parallel ``world`` every rank draws the same sub-networks and batches and trains
+    on its slice of each batch (``natv2.distributed``); the record covers all ranks.
     """
     rng = np.random.default_rng(seed)
     sampler = sampler or phase_sampler(space, phase)
@@ -190,47 +202,54 @@ def train_phase(net: nn.Module, space: SearchSpace, loader: Callable[[int], obje
     warmup = settings.warmup_epochs * steps_per_epoch
     step = 0
     loss_sum = correct = seen = 0.0
+    epoch_loss: list[float] = []
     net.train()
-    bar = tqdm(total=total, desc=f"supernet {phase}", disable=not show_progress, leave=True)
-    for epoch in range(settings.epochs):
-        loss_sum = correct = seen = 0.0
-        for images, labels in loader(epoch_seed(seed, epoch)):
-            lr = cosine_lr(settings.lr, step, total, warmup)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            resolution = int(resolution_sampler(rng) if resolution_sampler is not None
-                             else rng.choice(space.resolutions))
-            x = _resize(images.to(device), resolution).contiguous(memory_format=torch.channels_last)
-            y = labels.to(device)
-            soft = teacher_logits(teacher, x, train.ensemble_weights) if teacher is not None else None
-            optimizer.zero_grad(set_to_none=True)
-            for _ in range(settings.subnets_per_step):
-                arch = sampler(rng, resolution)
-                logits = net(x, arch)
-                loss = F.cross_entropy(logits, y, label_smoothing=train.label_smoothing)
-                if soft is not None and train.kd_ratio > 0:
-                    loss = loss + train.kd_ratio * distillation_loss(logits, soft)
-                loss.backward()
-                loss_sum += float(loss.detach()) * len(y)
-                correct += float((logits.argmax(1) == y).sum())
-                seen += len(y)
-            optimizer.step()
-            step += 1
-            bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / seen:.3f}", top1=f"{100 * correct / seen:.1f}")
-    bar.close()
+    with (progress(total, f"supernet {phase}", show_progress and world.writer) as bar,
+          synchronised_batch_norm(net, teacher)):
+        for epoch in range(settings.epochs):
+            loss_sum = correct = seen = 0.0
+            for batch in loader(epoch_seed(seed, epoch)):
+                share, (images, labels) = local_slice(world, *batch)
+                lr = cosine_lr(settings.lr, step, total, warmup)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                resolution = int(resolution_sampler(rng) if resolution_sampler is not None
+                                 else rng.choice(space.resolutions))
+                x = _resize(images.to(device), resolution).contiguous(memory_format=torch.channels_last)
+                y = labels.to(device)
+                soft = teacher_logits(teacher, x, train.ensemble_weights) if teacher is not None else None
+                optimizer.zero_grad(set_to_none=True)
+                for _ in range(settings.subnets_per_step):
+                    arch = sampler(rng, resolution)
+                    logits = net(x, arch)
+                    loss = F.cross_entropy(logits, y, label_smoothing=train.label_smoothing)
+                    if soft is not None and train.kd_ratio > 0:
+                        loss = loss + train.kd_ratio * distillation_loss(logits, soft)
+                    (loss * share).backward()  # summed over ranks: the global batch's mean loss
+                    loss_sum += float(loss.detach()) * len(y)
+                    correct += float((logits.argmax(1) == y).sum())
+                    seen += len(y)
+                sum_gradients(net.parameters())
+                optimizer.step()
+                step += 1
+                bar.update(1)
+                bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / seen:.3f}", top1=f"{100 * correct / seen:.1f}")
+            loss_sum, correct, seen = sum_values([loss_sum, correct, seen], device)
+            epoch_loss.append(round(loss_sum / max(seen, 1), 6))
     return {
         "name": phase,
         "epochs": settings.epochs,
         "seconds": round(time.perf_counter() - start, 3),
         "loss": loss_sum / max(seen, 1),
         "train_top1": 100.0 * correct / max(seen, 1),
+        "epoch_loss": epoch_loss,
     }
 
 
 def train_supernet(net: nn.Module, space: SearchSpace, loader: Callable[[int], object],
                    train: TrainSettings, device: torch.device, ckpt_dir: Path,
-                   show_progress: bool = True, fingerprint: Mapping | None = None) -> list[dict]:
+                   show_progress: bool = True, fingerprint: Mapping | None = None,
+                   world: World = SINGLE) -> list[dict]:
     """Run every EPS phase that applies to the family and has epochs > 0, resuming from ``ckpt_dir``.
 
     ``loader(seed)`` returns an iterable of (images, labels) batches of the training split,
@@ -264,11 +283,13 @@ def train_supernet(net: nn.Module, space: SearchSpace, loader: Callable[[int], o
         phase = plan[index]
         record = train_phase(net, space, loader, phase, train.phases[phase], train,
                              teacher if phase != "full" else None, device,
-                             seed=phase_seed(train.seed, index), show_progress=show_progress)
+                             seed=phase_seed(train.seed, index), show_progress=show_progress,
+                             world=world)
         history.append(record)
-        save_checkpoint(net, _checkpoint_path(ckpt_dir, index, phase),
-                        extra={"history": history, "resume_key": keys[index],
-                               "settings": {k: asdict(v) for k, v in train.phases.items()}})
+        if world.writer:  # in a data-parallel run, every rank holds the same weights
+            save_checkpoint(net, _checkpoint_path(ckpt_dir, index, phase),
+                            extra={"history": history, "resume_key": keys[index],
+                                   "settings": {k: asdict(v) for k, v in train.phases.items()}})
         if train.kd_ratio > 0 and (train.progressive_teacher or teacher is None):
             teacher = make_teacher(net, space).to(device)
     return history

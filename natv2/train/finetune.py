@@ -37,10 +37,17 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from natv2.config import ensure_config
 from natv2.data import Splits, TensorImageDataset, calibration_batches, make_loader, materialize
+from natv2.distributed import (
+    SINGLE,
+    World,
+    local_slice,
+    sum_gradients,
+    sum_values,
+    synchronised_batch_norm,
+)
 from natv2.errors import UserError
 from natv2.measure import (
     count_macs,
@@ -50,6 +57,7 @@ from natv2.measure import (
     recalibrate_bn,
     resolve_device,
 )
+from natv2.progress import progress
 from natv2.seeds import step_seed
 from natv2.train.schedule import cosine_lr
 
@@ -220,6 +228,7 @@ class _Run:
     device: torch.device
     loss_fn: LossFn
     logits_fn: LogitsFn
+    world: World = SINGLE
     step: int = 0
 
     def __post_init__(self) -> None:
@@ -230,34 +239,41 @@ class _Run:
         self.total = self.epochs * self.steps_per_epoch
         self.warmup = min(self.s.warmup_epochs * self.steps_per_epoch, self.total)
 
-    def epoch(self, bar: tqdm) -> dict[str, float]:
+    def epoch(self, bar: Any) -> dict[str, float]:
         net, opt = self.net, self.optimizer
         net.train()
         start = time.perf_counter()
         first_lr = None
         loss_sum = correct = seen = 0.0
-        for x, y in self.loader:
-            lr = cosine_lr(self.s.lr, self.step, self.total, self.warmup)
-            first_lr = lr if first_lr is None else first_lr
-            for group in opt.param_groups:
-                group["lr"] = lr
-            x, y = _channels_last(x.to(self.device, non_blocking=True)), y.to(self.device, non_blocking=True)
-            outputs = net(x)
-            loss = self.loss_fn(outputs, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            self.step += 1
-            loss_value = float(loss.detach())
-            if not math.isfinite(loss_value):
-                raise FloatingPointError(
-                    f"finetune: training loss is {loss_value} at step {self.step}; "
-                    f"lower finetune.lr (now {self.s.lr})")
-            n = int(y.numel())
-            loss_sum += loss_value * n
-            correct += float((self.logits_fn(outputs).detach().argmax(1) == y).sum())
-            seen += n
-            bar.update(1)
+        with synchronised_batch_norm(net):
+            for batch in self.loader:
+                share, (x, y) = local_slice(self.world, *batch)
+                lr = cosine_lr(self.s.lr, self.step, self.total, self.warmup)
+                first_lr = lr if first_lr is None else first_lr
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                x, y = _channels_last(x.to(self.device, non_blocking=True)), y.to(self.device, non_blocking=True)
+                outputs = net(x)
+                loss = self.loss_fn(outputs, y)
+                opt.zero_grad(set_to_none=True)
+                (loss * share).backward()  # summed over ranks: the global batch's mean loss
+                sum_gradients(net.parameters())
+                opt.step()
+                self.step += 1
+                loss_value = float(loss.detach())
+                if self.world.parallel:  # every rank takes the same decision below
+                    total, count = sum_values([loss_value * len(y), len(y)], self.device)
+                    loss_value = total / count
+                if not math.isfinite(loss_value):
+                    raise FloatingPointError(
+                        f"finetune: training loss is {loss_value} at step {self.step}; "
+                        f"lower finetune.lr (now {self.s.lr})")
+                n = int(y.numel())
+                loss_sum += loss_value * n
+                correct += float((self.logits_fn(outputs).detach().argmax(1) == y).sum())
+                seen += n
+                bar.update(1)
+        loss_sum, correct, seen = sum_values([loss_sum, correct, seen], self.device)
         return {"lr": float(first_lr if first_lr is not None else 0.0),
                 "train_loss": loss_sum / max(seen, 1.0),
                 "train_top1": 100.0 * correct / max(seen, 1.0),
@@ -280,7 +296,7 @@ def _train_early_stopping(run: _Run, val: Iterable, patience: int, show_progress
     best validation top-1 and its epoch."""
     history: list[dict[str, Any]] = []
     best_val, best_epoch, bad = -math.inf, 0, 0
-    with tqdm(total=run.total, desc="finetune step 1", disable=not show_progress) as bar:
+    with progress(run.total, "finetune step 1", show_progress) as bar:
         for epoch in range(1, run.epochs + 1):
             row = run.epoch(bar)
             t = time.perf_counter()
@@ -322,12 +338,15 @@ def finetune(
     extract_fn: ExtractFn | None = None,
     loss_fn: LossFn | None = None,
     logits_fn: LogitsFn | None = None,
+    world: World = SINGLE,
 ) -> FinetuneResult:
     """Fine-tune ``arch`` (an :class:`~natv2.space.Arch`) of ``supernet`` in NATv2's two steps.
 
     ``splits`` may be at any resolution: they are re-viewed at ``arch.resolution`` (keeping
     their ``augment``). ``settings``: :meth:`FinetuneSettings.from_config`. The super-network
     is only read. Returns a :class:`FinetuneResult` whose ``model`` is the step-2 network.
+    In a data-parallel ``world`` each rank trains on its slice of every batch
+    (``natv2.distributed``); all ranks evaluate the same network and return the same result.
     """
     s = check_settings(settings)
     device = device if isinstance(device, torch.device) else resolve_device(device)
@@ -355,8 +374,9 @@ def finetune(
     net = fresh()
     top1_before = accuracy(net, test, device, logits_fn)
     torch.manual_seed(step_seed(seed, 1))
+    show_progress = show_progress and world.writer
     run = _Run(net, _train_loader(splits.train, s, step_seed(seed, 1)), s.max_epochs, s, device, loss_fn,
-               logits_fn)
+               logits_fn, world)
     history, best_val, best_epoch = _train_early_stopping(run, val, s.patience, show_progress)
     epochs_run = len(history)
     best_epochs = max(1, best_epoch)
@@ -366,8 +386,8 @@ def finetune(
     net = fresh()
     torch.manual_seed(step_seed(seed, 2))
     run = _Run(net, _train_loader(splits.trainval, s, step_seed(seed, 2)), best_epochs, s, device,
-               loss_fn, logits_fn)
-    with tqdm(total=run.total, desc="finetune step 2", disable=not show_progress) as bar:
+               loss_fn, logits_fn, world)
+    with progress(run.total, "finetune step 2", show_progress) as bar:
         history += [{"step": 2, "epoch": epoch, **run.epoch(bar), "val_top1": None}
                     for epoch in range(1, best_epochs + 1)]
     top1_after, lat, params, macs = _measure_final(net, test, r, device, s, logits_fn)

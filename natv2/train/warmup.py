@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import torch
 
+from natv2.distributed import SINGLE, World
 from natv2.seeds import warmup_seed
 from natv2.space import SearchSpace
 from natv2.train.eps import TrainSettings, WarmupSettings, make_teacher, train_phase
@@ -18,16 +19,16 @@ from natv2.train.eps import TrainSettings, WarmupSettings, make_teacher, train_p
 
 def warm_up(net: torch.nn.Module, space: SearchSpace, loader: Callable[[int], object],
             train: TrainSettings, warmup: WarmupSettings, device: torch.device,
-            show_progress: bool = True) -> list[dict]:
+            show_progress: bool = True, world: World = SINGLE) -> list[dict]:
     """Run the two warm-up steps that have epochs; returns their training records."""
     records = []
     if warmup.largest.epochs > 0:
         rec = train_phase(net, space, loader, "full", warmup.largest, train, None, device,
-                          seed=warmup_seed(train.seed, "largest"), show_progress=show_progress)
+                          seed=warmup_seed(train.seed, "largest"), show_progress=show_progress, world=world)
         records.append({**rec, "name": "warmup_largest"})
     if warmup.supernet.epochs > 0:
         teacher = make_teacher(net, space).to(device) if train.kd_ratio > 0 else None
         rec = train_phase(net, space, loader, "expand", warmup.supernet, train, teacher, device,
-                          seed=warmup_seed(train.seed, "supernet"), show_progress=show_progress)
+                          seed=warmup_seed(train.seed, "supernet"), show_progress=show_progress, world=world)
         records.append({**rec, "name": "warmup_supernet"})
     return records

@@ -19,7 +19,7 @@ os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get(
 
 from natv2.config import ConfigError, load_config, merge, read_yaml  # noqa: E402
 from natv2.layout import Layout  # noqa: E402
-from natv2.pipeline.dag import named, stage_params, stages  # noqa: E402
+from natv2.pipeline.dag import PARALLEL_KINDS, launcher, named, stage_params, stages  # noqa: E402
 
 def _as_given_here(path) -> str:
     """``path`` relative to the working directory when it lies inside it. Snakemake hands
@@ -64,3 +64,18 @@ KIND_RESOURCES = {
     "report": {"mem_mb": 2000, "runtime": 30},
 }
 KIND_THREADS = {"report": 1}
+# A data-parallel training job (`processes` > 1) runs that many torchrun processes on one node:
+# as many GPUs (with a GPU device) and `threads` CPUs per process.
+PROCESSES = int(CFG["processes"])
+
+
+def threads_of(kind):
+    threads = KIND_THREADS.get(kind, CFG["threads"])
+    return threads * PROCESSES if kind in PARALLEL_KINDS else threads
+
+
+def resources_of(kind):
+    res = dict(KIND_RESOURCES[kind])
+    if kind in PARALLEL_KINDS and res.get("gpu"):
+        res["gpu"] = res["gpu"] * PROCESSES
+    return res

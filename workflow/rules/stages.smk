@@ -20,8 +20,9 @@ for _stage in STAGES:
             f"logs/{_stage.name}.log",
         benchmark:
             f"logs/benchmarks/{_stage.name}.tsv"
-        threads: KIND_THREADS.get(_stage.kind, CFG["threads"])
+        threads: threads_of(_stage.kind)
         resources:
-            **KIND_RESOURCES[_stage.kind],
+            **resources_of(_stage.kind),
         shell:
-            f"natv2 {{params.args}} {CONFIG_ARGS} 2>&1 | tee {{log}}"
+            # natv2, or torchrun starting natv2 for a data-parallel training job
+            f"{' '.join(launcher(_stage, PROCESSES))} {{params.args}} {CONFIG_ARGS} 2>&1 | tee {{log}}"
