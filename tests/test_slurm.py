@@ -5,9 +5,10 @@ final archive as a local run; and an unknown partition fails at the first submis
 
 Skipped only where the SLURM binaries are missing (``apt-get install slurm-wlm``); CI installs
 them (.ci/install-slurm.sh) and sets NATV2_REQUIRE_SLURM=1, which turns that skip into a
-failure. Needs root (slurmd starts the jobs). Costs about 6 minutes on 2 cores: about 4 for the
-SLURM run (each job starts its own Snakemake, and the executor polls on its own schedule) and 2
-for the local reference run.
+failure. Needs root (slurmd starts the jobs). Costs 5 to 7 minutes on 2 cores (measured 285 to
+405 s for the two pipelines while other tests ran): the SLURM run's 12 sequential steps each
+wait for the executor's next status check (each job also starts its own Snakemake), and the
+local reference run goes alongside it.
 """
 
 from __future__ import annotations
