@@ -199,7 +199,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.func(args)
     except UserError as exc:
         message = " ".join(str(exc).split())  # one line, whatever the message held
-        print(f"natv2 {args.command}: error: {message}", file=sys.stderr)
+        # one write: under torchrun every process reports, and their lines must not interleave
+        sys.stderr.write(f"natv2 {args.command}: error: {message}\n")
+        sys.stderr.flush()
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"natv2 {args.command}: interrupted", file=sys.stderr)

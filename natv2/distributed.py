@@ -25,7 +25,6 @@ from typing import TypeVar
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
 import torch.nn.functional as F
 from torch import nn
 
@@ -160,6 +159,29 @@ def broadcast_text(text: str | None, world: World) -> str:
     return bytes(data.tolist()).decode("utf-8")
 
 
+class _SumOverRanks(torch.autograd.Function):
+    """All-reduce (sum) with a gradient: the backward pass sums the gradients over ranks too.
+    (torch.distributed.nn.functional.all_reduce does this but is deprecated; its replacement
+    is private.)"""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        out = tensor.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(grad)
+        return grad
+
+
+def sum_over_ranks(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` summed over every rank, differentiably."""
+    return _SumOverRanks.apply(tensor)
+
+
 def batch_norm(x: torch.Tensor, running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
                weight: torch.Tensor | None, bias: torch.Tensor | None, training: bool,
                momentum: float, eps: float, synchronised: bool = False) -> torch.Tensor:
@@ -172,15 +194,15 @@ def batch_norm(x: torch.Tensor, running_mean: torch.Tensor | None, running_var: 
     dims = [d for d in range(x.dim()) if d != 1]
     shape = [1, c] + [1] * (x.dim() - 2)
     # two passes, as F.batch_norm: E[x^2] - E[x]^2 loses digits where the mean dwarfs the spread
-    sums = dist_fn.all_reduce(torch.cat([x.sum(dims), x.new_tensor([x.numel() // c])]))
+    sums = sum_over_ranks(torch.cat([x.sum(dims), x.new_tensor([x.numel() // c])]))
     n = sums[-1]
     mean = sums[:c] / n
     centred = x - mean.view(shape)
-    var = dist_fn.all_reduce((centred * centred).sum(dims)) / n
+    var = sum_over_ranks((centred * centred).sum(dims)) / n
     if running_mean is not None and running_var is not None:
         with torch.no_grad():
             running_mean.mul_(1 - momentum).add_(mean.detach(), alpha=momentum)
-            unbiased = var.detach() * (n / (n - 1)).clamp_min(0) if float(n) > 1 else var.detach()
+            unbiased = var.detach() * n / (n - 1).clamp_min(1)  # no host sync: n is a tensor
             running_var.mul_(1 - momentum).add_(unbiased, alpha=momentum)
     y = centred * torch.rsqrt(var.view(shape) + eps)
     if weight is not None:

@@ -22,7 +22,7 @@ COVERED = {
     "dvc repro": "tests/test_pipeline_e2e.py::test_dvc_repro_matches_snakemake_and_is_idempotent",
     "dvc remote add": "tests/test_pipeline_e2e.py::test_share_through_a_dvc_remote",
     "dvc push": "tests/test_pipeline_e2e.py::test_share_through_a_dvc_remote",
-    "snakemake --workflow-profile workflow/profiles/slurm": "test_slurm_profile_dry_run",
+    "snakemake --workflow-profile workflow/profiles/slurm": "test_slurm_profile_dry_run, tests/test_slurm.py (a real cluster)",
     "torchrun --standalone": "tests/test_distributed.py (supernet stage under torchrun, gloo)",
     "natv2 predict": "tests/test_cli_model.py",
     "natv2 export": "tests/test_cli_model.py",
@@ -52,10 +52,14 @@ def test_check_config_command_in_readme():
 
 
 def test_slurm_profile_dry_run():
-    result = subprocess.run([str(BIN / "snakemake"), "-n", "--workflow-profile", "workflow/profiles/slurm",
-                             "--configfile", "config/cifar10.yaml"], cwd=ROOT, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "gpu=1" in result.stdout + result.stderr
+    commands = [c for c in shell_commands() if c.startswith("snakemake --workflow-profile workflow/profiles/slurm")]
+    assert len(commands) == 2
+    for command in commands:  # each README form, as a dry run
+        args = [str(BIN / "snakemake"), "-n", *command.split()[1:]]
+        result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert "gpu=1" in result.stdout + result.stderr
+    assert "slurm_account=myproject, slurm_partition=cpu" in result.stdout  # the override took
 
 
 @pytest.mark.parametrize("configfile", ["config/cifar10.yaml", "config/cifar100.yaml", "config/tiny-imagenet.yaml"])
