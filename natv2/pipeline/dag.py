@@ -44,8 +44,7 @@ _ROUND_SEARCH = _INIT_SEARCH + (
     "search.subset_n_gen", "search.adaptation")
 
 STAGE_KEYS: dict[str, tuple[str, ...]] = {
-    # supernet.dropout is stored in the checkpoint: later stages see it through supernet.pt
-    "supernet": _DATA + STRUCTURE + ("supernet.dropout", "supernet.source", "supernet.train", "supernet.warmup"),
+    "supernet": _DATA + STRUCTURE + ("supernet.source", "supernet.train", "supernet.warmup"),
     "init_archive": _DATA + STRUCTURE + _INIT_SEARCH,
     "search_round": _DATA + STRUCTURE + _ROUND_SEARCH + _ADAPT_TRAIN,
     "finetune": _DATA + STRUCTURE + ("search.objectives", "finetune.n_high_tradeoff", "finetune.max_epochs",

@@ -55,7 +55,7 @@ def data_fingerprint(data: DataSettings, splits) -> dict:
 def family_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """Keyword arguments of ``build_supernet`` (but ``n_classes``) for the configured family."""
     sn = cfg["supernet"]
-    return {k: sn[k] for k in ("family", "width_mult", "ks_list", "expand_list", "depth_list", "dropout")}
+    return {k: sn[k] for k in ("family", "width_mult", "ks_list", "expand_list", "depth_list")}
 
 
 def validation_top1(net, space: SearchSpace, splits, device) -> dict[str, float]:

@@ -22,10 +22,9 @@ def main(out: str) -> None:
     torch.set_num_threads(1)
     world = World.from_env()
     cfg = load_config([ROOT / "config/test.yaml"])
-    cfg["supernet"]["dropout"] = 0.0  # dropout masks are drawn per rank's slice
     torch.manual_seed(0)
     space = space_from_config(cfg)
-    net = build_supernet(**family_kwargs(cfg), n_classes=10)
+    net = build_supernet(**family_kwargs(cfg), n_classes=10, dropout=0.0)  # masks are drawn per slice
     x, y = torch.randn(64, 3, 20, 20), torch.randint(0, 10, (64,))
     settings = PhaseSettings(epochs=1, lr=0.05, warmup_epochs=0, subnets_per_step=2)
     train = TrainSettings.from_config(cfg)
