@@ -1,7 +1,7 @@
 """Atomic file writes (nothing natv2 writes is ever left half-written), JSON, error lines.
 
 One place for the temp-file-then-rename idiom, used by every layer (archives, checkpoints,
-reports, stage outputs). A low-level module: it imports nothing from natv2.
+reports, stage outputs). A low-level module: it imports nothing from natv2 but its errors.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from natv2.errors import UserError
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -38,8 +40,15 @@ def write_json(path: str | Path, data: Any) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
-def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text())
+def read_json(path: str | Path, maker: str | None = None) -> Any:
+    """The JSON in ``path``; a file that is not JSON (cut or edited) is a ``UserError`` naming
+    it and, given the command ``maker`` that writes it, how to recover."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        recover = f"; rerun `{maker}`" if maker else ""
+        raise UserError(f"{path} is not valid JSON ({first_line(exc)}): it was cut or edited after "
+                        f"it was written{recover}") from None
 
 
 def _jsonable(value: Any) -> Any:

@@ -113,3 +113,18 @@ def test_records_to_archive_decodes_fields():
     with pytest.raises(ArchiveError, match="lacks 'macs'"):
         records_to_archive(space, archs[:1], [{"top1": 1, "params": 2}], round_k=0,
                            origin="init")
+
+
+@pytest.mark.parametrize("column, value", [("top1", 101.0), ("top1", np.nan), ("top1", -1.0),
+                                            ("params", -5), ("macs", -1), ("latency_ms", np.inf),
+                                            ("arch", "")])
+def test_reader_refuses_values_out_of_range_naming_file_and_line(tmp_path, column, value):
+    df = _frame()
+    df.loc[1, column] = value
+    path = tmp_path / "archive.csv"
+    df.to_csv(path, index=False, na_rep="")  # as a damaged or hand-edited file would be
+    message = (rf"{path}: column 'arch' has empty values \(first at line 3\)" if column == "arch"
+               else rf"{path}: line 3: {column} = .* is not a valid value")
+    with pytest.raises(ArchiveError, match=message):
+        read_archive(path)
+    read_archive(write_archive(_frame(), tmp_path / "good.csv"))  # the undamaged table reads

@@ -279,3 +279,75 @@ def test_cache_ignores_cut_line_and_appends_on_a_fresh_line(tmp_path):
     ev = CachedEvaluate(evaluator, again, key=str, needs=lambda r: r["latency_ms"] is not None)
     ev(["x"])
     assert calls[-1] == "x" and ev.misses == 1
+
+
+# ------------------------------------------------------------------- damaged inputs
+
+
+@pytest.fixture
+def damaged(run_a, tmp_path):
+    """A copy of run A's results before round 2, and round 1's archive lines."""
+    root_a, _ = run_a
+    for name in ("supernet", "cache"):
+        shutil.copytree(root_a / name, tmp_path / name)
+    for k in (0, 1):
+        shutil.copytree(_round(root_a, k), _round(tmp_path, k))
+    archive = _round(tmp_path, 1) / "archive.csv"
+    return tmp_path, archive, archive.read_text().splitlines(keepends=True)
+
+
+def test_archive_cut_at_a_row_boundary_is_refused_and_the_rerun_recovers(run_a, damaged):
+    root, archive, lines = damaged
+    archive.write_text("".join(lines[:-1]))  # the last architecture gone, the file still parses
+    rows = json.loads((_round(root, 1) / "stats.json").read_text())["files"]["archive.csv"]["rows"]
+    assert rows == len(lines) - 1
+    cfg = make_cfg(root)
+    with pytest.raises(UserError, match=rf"round_01/archive\.csv is not the file `natv2 search-round --round 1` "
+                                        rf"wrote .*records {rows} rows, .*the file has {rows - 1}\): it was cut or "
+                                        rf"changed since; rerun `natv2 search-round --round 1`"):
+        run_search_round(cfg, 2, show_progress=False)
+    assert not _round(root, 2).exists()
+    run_search_round(cfg, 1, show_progress=False)  # the recovery the message names
+    run_search_round(cfg, 2, show_progress=False)
+    for k in (1, 2):
+        assert (_round(root, k) / "archive.csv").read_bytes() == (_round(run_a[0], k) / "archive.csv").read_bytes()
+
+
+def _without_record(root: Path) -> None:
+    """Round 1's stats.json as written before file records existed."""
+    stats_path = _round(root, 1) / "stats.json"
+    stats = json.loads(stats_path.read_text())
+    del stats["files"]
+    stats_path.write_text(json.dumps(stats))
+
+
+def test_archive_rows_that_disagree_with_their_encoding_are_refused_by_line(damaged):
+    root, archive, lines = damaged
+    _without_record(root)
+    header = lines[0].rstrip("\n").split(",")
+    last = lines[-1].rstrip("\n").split(",")
+    cut = ",".join(last[: header.index("d")]) + "," + last[header.index("d")][:-1]  # inside `d`
+    archive.write_text("".join(lines[:-1]) + cut + "\n")
+    with pytest.raises(UserError, match=rf"round_01/archive\.csv: line {len(lines)}: d = '.*' but encoding \w+ "
+                                        rf"decodes to d = '.*'"):
+        run_search_round(make_cfg(root), 2, show_progress=False)
+
+
+def test_archive_cut_inside_a_number_names_file_and_line(damaged):
+    root, archive, lines = damaged
+    _without_record(root)
+    header = lines[0].rstrip("\n").split(",")
+    last = lines[-1].rstrip("\n").split(",")
+    archive.write_text("".join(lines[:-1]) + ",".join(last[: header.index("macs")]) + ",\n")
+    with pytest.raises(UserError, match=rf"round_01/archive\.csv: column 'macs' has empty values "
+                                        rf"\(first at line {len(lines)}\)"):
+        run_search_round(make_cfg(root), 2, show_progress=False)
+
+
+def test_cut_stats_json_is_one_line_naming_it_and_the_stage(damaged):
+    root, _, _ = damaged
+    stats0 = _round(root, 0) / "stats.json"
+    stats0.write_text(stats0.read_text()[:40])
+    with pytest.raises(UserError, match=r"round_00/stats\.json is not valid JSON \(.*\): it was cut or edited "
+                                        r"after it was written; rerun `natv2 init-archive`"):
+        run_search_round(make_cfg(root), 1, show_progress=False)

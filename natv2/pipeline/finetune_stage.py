@@ -23,6 +23,7 @@ from natv2.files import atomic_write, write_json
 from natv2.layout import ARCH_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE, Layout
 from natv2.model import arch_info, save_finetuned
 from natv2.pipeline.context import setup_stage, space_from_config
+from natv2.pipeline.search_stage import check_recorded
 from natv2.search.archive import read_archive
 from natv2.seeds import finetune_seed
 from natv2.selection import select_for_finetune
@@ -47,9 +48,11 @@ def selected_encodings(cfg: Mapping[str, Any]) -> list[str | None]:
     path = Layout.from_config(cfg).archive(rounds)
     if not path.is_file():
         raise UserError(f"final archive '{path}' does not exist; run `natv2 search-round --round {rounds}` first")
+    check_recorded(path, Layout.from_config(cfg).stats(rounds), f"natv2 search-round --round {rounds}")
     ft = cfg["finetune"]
     objectives = ["top1", *cfg["search"]["objectives"]]
-    return select_for_finetune(read_archive(path), int(ft["slots"]), int(ft["n_high_tradeoff"]), objectives)
+    archive = read_archive(path, space_from_config(cfg))
+    return select_for_finetune(archive, int(ft["slots"]), int(ft["n_high_tradeoff"]), objectives)
 
 
 def _write_unused(out: Path, rank: int, reason: str) -> dict:

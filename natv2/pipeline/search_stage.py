@@ -40,6 +40,7 @@ from natv2.files import atomic_write, read_json, write_json
 from natv2.layout import Layout
 from natv2.measure import resolve_device
 from natv2.pipeline.adaptation import adapt_and_reevaluate, follow_adaptation
+from natv2.pipeline.eval_cache import file_sha256
 from natv2.pipeline.search_context import STEP_NAMES, SearchContext, search_seed
 from natv2.search import concat_archives, normalize_archive, read_archive, write_archive
 from natv2.search.hypervolume import Reference, hypervolume_stats
@@ -76,16 +77,36 @@ def _input_supernet(layout: Layout, k: int) -> Path:
     return _require(layout.input_supernet(k), _MAKE_SUPERNET if k == 1 else _round_maker(k - 1))
 
 
+def file_records(*written: tuple[Path, pd.DataFrame]) -> dict[str, dict[str, Any]]:
+    """What a stage records of the tables it wrote (``stats.json``'s ``files``): rows and
+    sha256 per file name, so the next stage can tell a cut or edited file."""
+    return {path.name: {"rows": int(len(df)), "sha256": file_sha256(path)} for path, df in written}
+
+
+def check_recorded(path: Path, stats: Path, maker: str) -> Path:
+    """``path`` if it is the file its stage recorded in ``stats`` (files written before the
+    records existed pass); else a ``UserError`` naming both and the command that remakes it."""
+    record = (read_json(_require(stats, maker), maker).get("files") or {}).get(path.name)
+    if record is not None and file_sha256(path) != record["sha256"]:
+        with open(path, "rb") as fh:
+            rows = max(sum(1 for _ in fh) - 1, 0)
+        raise UserError(f"{path} is not the file `{maker}` wrote ({stats} records {record['rows']} rows, "
+                        f"sha256 {record['sha256'][:12]}; the file has {rows}): it was cut or changed "
+                        f"since; rerun `{maker}`")
+    return path
+
+
 def _round_inputs(cfg: Mapping[str, Any], k: int) -> tuple[Path, Path, Path]:
     """(previous archive.csv, round 0 stats.json, input supernet.pt), each checked."""
     layout = Layout.from_config(cfg)
-    prev = _require(layout.archive(k - 1), _round_maker(k - 1))
+    prev = check_recorded(_require(layout.archive(k - 1), _round_maker(k - 1)), layout.stats(k - 1),
+                          _round_maker(k - 1))
     stats0 = _require(layout.stats(0), _MAKE_INIT)
     return prev, stats0, _input_supernet(layout, k)
 
 
 def _read_reference(stats0: Path, names: list[str]) -> Reference:
-    ref = read_json(stats0)
+    ref = read_json(stats0, _MAKE_INIT)
     missing = [key for key in ("ideal", "nadir", "reference_point") if key not in ref]
     if missing:
         raise UserError(f"{stats0} lacks {missing}; rerun `{_MAKE_INIT}`")
@@ -124,6 +145,7 @@ def run_init_archive(cfg: Mapping[str, Any], show_progress: bool = True) -> dict
     }
     write_archive(evaluated, layout.evaluated)
     write_archive(archive, layout.archive(0))
+    stats["files"] = file_records((layout.evaluated, evaluated), (layout.archive(0), archive))
     stats["seconds"] = ctx.elapsed()
     write_json(layout.stats(0), stats)
     return stats
@@ -140,7 +162,7 @@ def _open_round(cfg: Mapping[str, Any], k: int, inputs: tuple[Path, Path, Path],
     prev, stats0, net_file = inputs
     ctx = SearchContext(cfg, f"round {k:02d}{suffix}", show_progress, world)
     with ctx.step("load"):
-        archive_df = read_archive(prev)
+        archive_df = read_archive(prev, ctx.space)
         ref = _read_reference(stats0, ctx.names)
         ctx.load(net_file)
     return ctx, archive_df, ref
@@ -173,9 +195,10 @@ def _finish(ctx: SearchContext, k: int, new_archive: pd.DataFrame, cand: pd.Data
     layout.round_dir(k).mkdir(parents=True, exist_ok=True)
     source = adapted.checkpoint or input_file
     atomic_write(layout.round_supernet(k), lambda tmp: shutil.copyfile(source, tmp))
-    write_archive(concat_archives([cand.assign(step="evaluate"), *adapted.reevaluated]),
-                  layout.candidates(k))
+    candidates = concat_archives([cand.assign(step="evaluate"), *adapted.reevaluated])
+    write_archive(candidates, layout.candidates(k))
     write_archive(adapted.archive, layout.archive(k))
+    stats["files"] = file_records((layout.candidates(k), candidates), (layout.archive(k), adapted.archive))
     stats["steps"] = {name: float(ctx.steps.get(name, 0.0)) for name in STEP_NAMES}
     stats["seconds"] = round(seconds_before + ctx.elapsed(), 3)
     write_json(layout.stats(k), stats)

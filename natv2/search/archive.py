@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from natv2.errors import UserError
 from natv2.files import atomic_write
 
 ORIGINS = ("bound", "init", "preprocess", "candidate")
@@ -56,15 +57,21 @@ _OBJECTIVE_ALIASES = {
 }
 
 
-class ArchiveError(ValueError):
-    """A malformed archive table or file (the message names the column and the problem)."""
+class ArchiveError(UserError):
+    """A malformed archive table or file (the message names the file, line or column and the
+    problem; the CLI prints it as one line)."""
 
 
 def _str_series(name: str, s: pd.Series) -> pd.Series:
     if s.isna().any():
-        raise ArchiveError(f"archive: column {name!r} has empty values")
+        raise ArchiveError(f"archive: column {name!r} has empty values ({_row_line(s.isna())})")
     # astype(str): ``object`` on pandas 2, the default string dtype on pandas 3
     return s.astype(object).map(str).astype(str)
+
+
+def _row_line(bad: pd.Series) -> str:
+    """Where the first ``bad`` row is: ``line N`` of the CSV it was read from (header: line 1)."""
+    return f"first at line {int(np.flatnonzero(np.asarray(bad))[0]) + 2}"
 
 
 def empty_archive() -> pd.DataFrame:
@@ -95,7 +102,7 @@ def normalize_archive(df: pd.DataFrame) -> pd.DataFrame:
             elif dtype == "int64":
                 v = pd.to_numeric(df[col], errors="raise")
                 if v.isna().any():
-                    raise ArchiveError(f"archive: column {col!r} has empty values")
+                    raise ArchiveError(f"archive: column {col!r} has empty values ({_row_line(v.isna())})")
                 df[col] = v.astype("int64")
             else:
                 df[col] = pd.to_numeric(df[col], errors="raise").astype(dtype)
@@ -110,12 +117,57 @@ def normalize_archive(df: pd.DataFrame) -> pd.DataFrame:
     return df[list(ARCHIVE_COLUMNS) + extra].reset_index(drop=True)
 
 
-def read_archive(path: str | os.PathLike) -> pd.DataFrame:
-    """Read an archive CSV written by :func:`write_archive` (exact dtypes restored)."""
+def read_archive(path: str | os.PathLike, space: Any = None) -> pd.DataFrame:
+    """Read an archive CSV written by :func:`write_archive` (exact dtypes restored), every row
+    checked (:func:`check_values`, and :func:`check_against_space` given the ``space``); a
+    malformed file is an :class:`ArchiveError` naming it and the line."""
     path = Path(path)
     if not path.is_file():
         raise ArchiveError(f"archive: file {str(path)!r} does not exist")
-    return _parse(path)
+    try:
+        df = check_values(_parse(path))
+        return df if space is None else check_against_space(df, space)
+    except ArchiveError as exc:
+        raise ArchiveError(f"{path}: {str(exc).removeprefix('archive: ')}") from None
+
+
+def check_values(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` if every row has a top-1 in [0, 100], non-negative finite params and MACs and an
+    encoding; else :class:`ArchiveError` naming the first bad line."""
+    checks = {
+        "top1": ~np.isfinite(df["top1"]) | (df["top1"] < 0) | (df["top1"] > 100),
+        "params": df["params"] < 0,
+        "macs": df["macs"] < 0,
+        "arch": df["arch"].str.len() == 0,
+        "latency_ms": np.isinf(df["latency_ms"]) | (df["latency_ms"] < 0),
+    }
+    for col, bad in checks.items():
+        if bad.any():
+            i = int(np.flatnonzero(np.asarray(bad))[0])
+            raise ArchiveError(f"archive: line {i + 2}: {col} = {df[col].iloc[i]!r} is not a valid value")
+    return df
+
+
+def check_against_space(df: pd.DataFrame, space: Any) -> pd.DataFrame:
+    """``df`` if every encoding decodes in ``space`` and the decoded resolution, width, depths
+    and exit count agree with the row's ``r``, ``w``, ``d``, ``nd``; else :class:`ArchiveError`
+    naming the first bad line (a cut or edited file)."""
+    for i, row in enumerate(df.itertuples(index=False)):
+        where = f"line {i + 2}"
+        try:
+            arch = space.decode(row.arch)
+        except (ValueError, TypeError, IndexError) as exc:
+            raise ArchiveError(f"archive: {where}: encoding {row.arch!r} does not decode: {exc}") from None
+        nd = getattr(arch, "nd", None)
+        decoded = {"r": int(arch.resolution), "w": float(arch.width),
+                   "d": "-".join(str(int(x)) for x in arch.d), "nd": None if nd is None else int(nd)}
+        stored = {"r": int(row.r), "w": float(row.w), "d": str(row.d),
+                  "nd": None if pd.isna(row.nd) else int(row.nd)}
+        for key, value in decoded.items():
+            if stored[key] != value:
+                raise ArchiveError(f"archive: {where}: {key} = {stored[key]!r} but encoding {row.arch} "
+                                   f"decodes to {key} = {value!r}")
+    return df
 
 
 def archive_from_csv(text: str) -> pd.DataFrame:
