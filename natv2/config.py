@@ -156,13 +156,41 @@ def load_config(path: str | Path | Sequence[str | Path] = DEFAULT_CONFIG_PATH,
     return cfg
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses aliases (``*name``: a few bytes can expand into
+    gigabytes) and duplicate keys (YAML keeps the last one silently)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.YAMLError(f"line {event.start_mark.line + 1}: alias '*{event.anchor}' refused "
+                                 "(write the value out; config files take no anchors or aliases)")
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.YAMLError(f"line {key_node.start_mark.line + 1}: duplicate key {key!r} "
+                                     "(each key once per mapping)")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """One config file as a dict (``yaml.safe_load``); a missing or malformed file is a ConfigError."""
+    """One config file as a dict (``yaml.safe_load`` without aliases or duplicate keys); a
+    missing, non-UTF-8 or malformed file is a ConfigError."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file '{path}' is a directory; pass --config PATH to a YAML file")
     if not path.is_file():
         raise ConfigError(f"config file '{path}' does not exist; pass --config PATH to an existing YAML file")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_ConfigLoader) or {}  # noqa: S506 (a SafeLoader)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file '{path}' is not UTF-8 text: byte {exc.object[exc.start]:#04x} at "
+                          f"offset {exc.start}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file '{path}' is not valid YAML: {first_line(exc)}") from None
     if not isinstance(raw, dict):

@@ -69,3 +69,32 @@ def test_snakemake_refuses_command_line_overrides(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode != 0
     assert "put them in a YAML file and pass --configfile" in result.stderr
+
+
+# a 'billion laughs' nested under space.resolutions: 8 levels of 9 aliases (380 bytes expand into
+# 43 million list items, 9**8; PyYAML's safe_load builds them all)
+ALIAS_BOMB = "a: &a [16]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join('*' + chr(97 + i) for _ in range(9))}]\n" for i in range(8)
+) + "space: {resolutions: *i}\n"
+
+BAD_FILES = {
+    "alias bomb": (ALIAS_BOMB.encode(), "line 2: alias '*a' refused"),
+    "duplicate key": (b"seed: 1\nsearch: {rounds: 2}\nseed: 2\n", "line 3: duplicate key 'seed'"),
+    "nested duplicate key": (b"search:\n  rounds: 2\n  rounds: 3\n", "line 3: duplicate key 'rounds'"),
+    "not UTF-8": (b"seed: 1\nresults_dir: r\xe9sultats\n", "is not UTF-8 text: byte 0xe9 at offset 22"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_FILES))
+def test_cli_refuses_bad_config_files_at_once(kind, tmp_path, capsys):
+    data, expected = BAD_FILES[kind]
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(data)
+    assert main(["check-config", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and expected in err and len(err) < 300, err
+
+
+def test_a_directory_is_not_a_config_file(tmp_path, capsys):
+    assert main(["check-config", "--config", str(tmp_path)]) == 2
+    assert f"config file '{tmp_path}' is a directory" in capsys.readouterr().err
