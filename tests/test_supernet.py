@@ -383,3 +383,54 @@ def test_dtype_and_mode_follow_supernet(small_state):
     assert net.train().extract(arch).training
     # DataParallel-style "module." prefixes are dropped
     load_checkpoint(build_supernet(n_classes=10), {f"module.{k}": v for k, v in small_state.items()})
+
+
+# ------------------------------------------------------------- unreadable checkpoint files
+
+
+class _Code:
+    """Unpickling this runs a command: what a malicious checkpoint does."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo natv2-test-ran-code",))
+
+
+def _unreadable_files(tmp_path):
+    import pickle
+
+    torch.save({"w": torch.zeros(100)}, tmp_path / "good.pt")
+    good = (tmp_path / "good.pt").read_bytes()
+    with open(tmp_path / "code_pickle.pt", "wb") as fh:
+        pickle.dump({"x": _Code()}, fh, protocol=2)
+    torch.save({"x": _Code()}, tmp_path / "code_zip.pt")
+    files = {
+        "code_zip.pt": r"a pickle that needs code beyond tensors to load \(GLOBAL posix\.system\); natv2 refuses it",
+        "code_pickle.pt": r"a pickle that needs code beyond tensors to load \(GLOBAL posix\.system\)",
+        "page.pt": (b"\n<!DOCTYPE html><html><body>Sign in</body></html>",
+                    r"a web page \(it starts with '<!DOCTYPE html>'\), not a checkpoint"),
+        "empty.pt": (b"", r"the file is empty \(0 bytes\)"),
+        "garbage.pt": (bytes(range(7, 200)), r"not a PyTorch checkpoint \(it starts with b'\\x07\\x08"),
+        "cut_zip.pt": (good[: len(good) // 2], r"the PyTorch file is cut or damaged \(PytorchStreamReader"),
+        "cut_pickle.pt": (pickle.dumps({"a": 1}, protocol=2)[:-3], r"the pickle is cut or damaged"),
+    }
+    for name, spec in files.items():
+        if isinstance(spec, tuple):
+            (tmp_path / name).write_bytes(spec[0])
+            files[name] = spec[1]
+    return files
+
+
+def test_unreadable_checkpoints_say_what_the_file_is(tmp_path, capfd):
+    from natv2.errors import UserError
+    from natv2.supernet.checkpoint import read_payload
+
+    for name, expected in _unreadable_files(tmp_path).items():
+        with pytest.raises(UserError) as info:
+            read_payload(tmp_path / name)
+        message = str(info.value)
+        assert re.search(expected, message), (name, message)
+        assert message.startswith(f"cannot read checkpoint '{tmp_path / name}': ")
+        assert "weights_only" not in message and len(message) < 300, message  # never torch's advice
+    assert "natv2-test-ran-code" not in capfd.readouterr().out  # the code was never run

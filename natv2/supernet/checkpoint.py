@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import struct
 import zipfile
 from collections.abc import Mapping
@@ -77,10 +78,37 @@ def read_payload(path: str | os.PathLike) -> Mapping:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except READ_ERRORS as exc:
-        raise UserError(f"cannot read checkpoint '{path}': {first_line(exc)}") from None
+        raise UserError(f"cannot read checkpoint '{path}': {unreadable_reason(path, exc)}") from None
     if not isinstance(payload, Mapping):
         raise UserError(f"checkpoint '{path}' holds a {type(payload).__name__}, not a state dict")
     return payload
+
+
+_ZIP, _PICKLE = b"PK\x03\x04", b"\x80"  # torch's zip format; a legacy pickle's PROTO opcode
+
+
+def unreadable_reason(path: Path, exc: BaseException) -> str:
+    """What the file ``torch.load(weights_only=True)`` refused is, in a few words: never
+    PyTorch's own advice, which is to switch the protection off."""
+    with open(path, "rb") as fh:
+        head = fh.read(512)
+    text = head.lstrip().lower()
+    if not head:
+        return "the file is empty (0 bytes), not a checkpoint"
+    if text.startswith((b"<!doctype", b"<html", b"<?xml", b"<head", b"<body")):
+        return ("the file is a web page (it starts with "
+                f"{head.lstrip()[:15].decode('ascii', 'replace')!r}), not a checkpoint: the server sent a "
+                "login or error page instead of the file")
+    found = re.search(r"GLOBAL [\w.]+", str(exc))
+    if found:  # weights_only's unpickler met a reference to code
+        return (f"the file is a pickle that needs code beyond tensors to load ({found.group(0)}); natv2 "
+                "refuses it and never runs it: use a checkpoint that holds only tensors (a state_dict)")
+    cause = first_line(exc).split(". ")[0]
+    if head.startswith(_ZIP):
+        return f"the PyTorch file is cut or damaged ({cause})"
+    if head.startswith(_PICKLE) and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return f"the pickle is cut or damaged ({cause})"
+    return f"the file is not a PyTorch checkpoint (it starts with {head[:8]!r})"
 
 
 def _read(source: str | os.PathLike | Mapping) -> Mapping:
