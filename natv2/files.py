@@ -34,6 +34,19 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
+#: keys that hold wall times: kept in a stage's JSON, never inside a checkpoint
+TIMING_KEYS = frozenset({"seconds"})
+
+
+def without_timings(value: Any) -> Any:
+    """``value`` with every dict entry named in :data:`TIMING_KEYS` dropped, at any depth."""
+    if isinstance(value, dict):
+        return {k: without_timings(v) for k, v in value.items() if k not in TIMING_KEYS}
+    if isinstance(value, list | tuple):
+        return type(value)(without_timings(v) for v in value)
+    return value
+
+
 def write_json(path: str | Path, data: Any) -> Path:
     """Write ``data`` as indented, key-sorted JSON (stable diffs, DVC-friendly), atomically."""
     text = json.dumps(data, indent=2, sort_keys=True, default=_jsonable) + "\n"

@@ -122,9 +122,9 @@ def test_supernet_stage_under_torchrun(tmp_path):
         for phase in record["phases"]:
             phase.pop("seconds")
     assert info == again
-    a = torch.load(first / "supernet/supernet.pt", weights_only=True)["state_dict"]
-    b = torch.load(second / "supernet/supernet.pt", weights_only=True)["state_dict"]
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    for name in _files(first):  # checkpoints hold no wall times: the same bytes
+        if name.endswith(".pt"):
+            assert (first / name).read_bytes() == (second / name).read_bytes(), name
 
 
 @pytest.mark.slow

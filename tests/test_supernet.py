@@ -434,3 +434,20 @@ def test_unreadable_checkpoints_say_what_the_file_is(tmp_path, capfd):
         assert message.startswith(f"cannot read checkpoint '{tmp_path / name}': ")
         assert "weights_only" not in message and len(message) < 300, message  # never torch's advice
     assert "natv2-test-ran-code" not in capfd.readouterr().out  # the code was never run
+
+
+def test_checkpoint_bytes_depend_on_the_weights_not_on_wall_times(tmp_path):
+    """Same weights, other timings and file names: the same bytes (and sha256)."""
+    from natv2.supernet import read_extra
+
+    torch.manual_seed(0)
+    net = build_supernet("SE_B", n_classes=10)
+    for name, seconds in (("a.pt", 1.5), ("b.pt", 9.25)):
+        save_checkpoint(net, tmp_path / name,
+                        extra={"info": {"phases": [{"name": "full", "seconds": seconds}], "seconds": seconds}})
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+    assert read_extra(tmp_path / "a.pt") == {"info": {"phases": [{"name": "full"}]}}
+    with torch.no_grad():
+        net.classifier.linear.bias.add_(1.0)
+    save_checkpoint(net, tmp_path / "c.pt")
+    assert (tmp_path / "c.pt").read_bytes() != (tmp_path / "a.pt").read_bytes()

@@ -20,6 +20,7 @@ order for unexpected/shape, network order for missing). The one tolerated gap is
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import re
@@ -33,7 +34,7 @@ import torch
 from torch import nn
 
 from natv2.errors import UserError
-from natv2.files import atomic_write, first_line
+from natv2.files import atomic_write, first_line, without_timings
 
 from .ofa_mbv3 import SuperNet
 from .static import STATIC_FORMAT, StaticNet, build_static
@@ -228,7 +229,11 @@ def _check_plain(value: Any, where: str) -> None:
 def save_checkpoint(net: nn.Module, path: str | os.PathLike, extra: Any = None) -> Path:
     """Write ``{"format", "version", "config", "state_dict", "extra"}`` atomically (temp file in
     the same folder, then ``os.replace``). Works for a ``SuperNet`` (format ``natv2-supernet``)
-    and a ``StaticNet`` (format ``natv2-static``). Returns the path."""
+    and a ``StaticNet`` (format ``natv2-static``). Returns the path.
+
+    The bytes depend only on the weights, config and ``extra`` without its wall times
+    (``seconds`` keys are dropped; they belong in the stage's JSON): a rerun that computes the
+    same weights writes the same file, so every cache keyed by its sha256 stays valid."""
     _check_plain(extra, "extra")
     fmt = SUPERNET_FORMAT if isinstance(net, SuperNet) else STATIC_FORMAT
     if fmt == STATIC_FORMAT and not isinstance(net, StaticNet):
@@ -238,10 +243,14 @@ def save_checkpoint(net: nn.Module, path: str | os.PathLike, extra: Any = None) 
         "version": FORMAT_VERSION,
         "config": net.config(),
         "state_dict": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
-        "extra": extra,
+        "extra": without_timings(extra),
     }
+    # through memory: torch names the zip's folder after the file it writes to (here a random
+    # temporary name), so the same weights would give other bytes, and another sha256, each run
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
     path = Path(path)
-    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
     return path
 
 
