@@ -111,8 +111,8 @@ def test_supernet_stage_under_torchrun(tmp_path):
         assert result.stdout.count("supernet: EE_B w1.0 ready") == 1, result.stdout
     first, second = runs
     assert _files(first) == ["supernet/supernet.json", "supernet/supernet.pt",
-                             "supernet/work/phase_00_full.pt", "supernet/work/phase_01_kernel.pt",
-                             "supernet/work/phase_02_depth.pt"]
+                             *(f"supernet/work/phase_{i:02d}_{p}.{ext}" for i, p in enumerate(["full", "kernel", "depth"])
+                               for ext in ("json", "pt"))]
     info = json.loads((first / "supernet/supernet.json").read_text())
     full = info["phases"][0]
     assert full["name"] == "full" and full["epoch_loss"][1] < full["epoch_loss"][0]

@@ -195,7 +195,7 @@ def test_train_supernet_plan_and_teachers(monkeypatch, tmp_path):
     assert all(t is not None for t in teachers)
     assert len({id(t) for t in teachers}) == 4  # progressive: re-extracted after each phase
     assert [h["name"] for h in history] == [c[0] for c in calls]
-    assert sorted(p.name for p in (tmp_path / "work").iterdir()) == [
+    assert sorted(p.name for p in (tmp_path / "work").glob("*.pt")) == [
         "phase_00_full.pt", "phase_01_kernel.pt", "phase_02_net_width.pt", "phase_03_net_depth.pt",
         "phase_04_expand.pt"]
 
@@ -308,7 +308,7 @@ def test_resume_after_a_killed_phase_gives_the_same_weights(tmp_path, progressiv
     loader.crash_seed = 102 * 1000  # first epoch of the third phase (index 2, seed 102)
     with pytest.raises(Crash):
         train_supernet(_fresh_net(), space, loader, train, CPU, tmp_path / "run", show_progress=False)
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["phase_00_full.pt", "phase_01_kernel.pt"]
+    assert sorted(p.name for p in (tmp_path / "run").glob("*.pt")) == ["phase_00_full.pt", "phase_01_kernel.pt"]
     assert 100_000 in loader.seeds and 101_000 in loader.seeds
 
     loader.crash_seed = None

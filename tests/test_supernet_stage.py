@@ -99,8 +99,9 @@ def test_train_writes_checkpoint_and_json_and_resumes(tmp_path):
     assert info["seconds"] >= sum(p["seconds"] for p in info["phases"])
     net = load_supernet(out / "supernet.pt")
     assert net.family == "SE_B" and net.n_classes == 10
-    assert sorted(p.name for p in (out / "work").iterdir()) == [
-        "phase_00_full.pt", "phase_01_kernel.pt", "phase_02_depth.pt", "phase_03_expand.pt"]
+    assert sorted(p.name for p in (out / "work").iterdir()) == sorted(
+        f"phase_{i:02d}_{p}.{ext}" for i, p in enumerate(["full", "kernel", "depth", "expand"])
+        for ext in ("pt", "json"))  # the JSON beside each checkpoint: its records with wall times
 
     # a rerun resumes after the last finished phase: nothing is trained again
     again = run_supernet(cfg, show_progress=False)
@@ -172,7 +173,7 @@ def test_our_se_b_checkpoint_warm_starts_an_ofav2_family(tmp_path):
 
 
 # a plain progress line of natv2.progress (stderr is not a terminal here)
-PROGRESS_LINE = re.compile(r"^[\w.-]+: \S+ .*\[\d+:\d\d")
+PROGRESS_LINE = re.compile(r"^[\w. -]+: \S+ .*\[\d+:\d\d")
 
 
 def run_cli(tmp_path: Path, capsys, **supernet) -> tuple[int, str]:
@@ -266,3 +267,18 @@ def test_missing_file(tmp_path, capsys):
     missing = tmp_path / "nowhere" / "net.pt"
     rc, err = run_cli(tmp_path, capsys, source={"file": str(missing)})
     assert_clean_failure(tmp_path, rc, err, str(missing), "does not exist")
+
+
+def test_a_diverging_phase_stops_with_one_line_and_writes_nothing(tmp_path, capsys):
+    """An infinite learning rate: the first update makes the weights non-finite, the next loss
+    is NaN, and training stops there; no checkpoint of the phase, no stage output."""
+    phases = {p: {"epochs": 1, "subnets_per_step": 1} for p in PHASES}
+    phases["full"] = {"epochs": 2, "subnets_per_step": 1, "lr": float("inf")}
+    rc, err = run_cli(tmp_path, capsys, train={"phases": phases})
+    *before, line = err.splitlines()
+    assert rc == 2 and all(PROGRESS_LINE.match(b) for b in before), err  # one line after progress
+    assert re.fullmatch(r"natv2 supernet: error: supernet full: training loss is nan at step 2 \(epoch 1\); "
+                        r"nothing written for this phase; lower its learning rate \(now inf\)", line), err
+    results = tmp_path / "results"
+    assert not (results / "supernet/supernet.pt").exists() and not (results / "supernet/supernet.json").exists()
+    assert list((results / "supernet/work").glob("*.pt")) == []

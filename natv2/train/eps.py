@@ -23,6 +23,7 @@ settings): a checkpoint left by a run with other settings is ignored, never resu
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -42,6 +43,8 @@ from natv2.distributed import (
     sum_values,
     synchronised_batch_norm,
 )
+from natv2.errors import UserError
+from natv2.files import read_json, without_timings, write_json
 from natv2.progress import progress
 from natv2.seeds import epoch_seed, phase_seed
 from natv2.space import SearchSpace
@@ -146,6 +149,23 @@ def resume_key(net: nn.Module, space: SearchSpace, train: TrainSettings, plan: S
     return json.dumps(key, sort_keys=True, default=str)
 
 
+def _history_file(ckpt: Path) -> Path:
+    """The phase records with their wall times, beside a phase checkpoint (which holds none)."""
+    return ckpt.with_suffix(".json")
+
+
+def _restored_history(ckpt: Path) -> list[dict]:
+    """The records of the phases up to checkpoint ``ckpt``, with their wall times when the
+    file beside it still matches."""
+    saved = list((read_extra(ckpt) or {}).get("history", []))
+    timed = _history_file(ckpt)
+    try:
+        with_times = read_json(timed) if timed.is_file() else None
+    except UserError:  # cut: the records without times will do
+        with_times = None
+    return with_times if with_times is not None and without_timings(with_times) == saved else saved
+
+
 def _matching_extra(path: Path, key: str) -> Mapping | None:
     """The ``extra`` of the phase checkpoint ``path`` when it exists and was written with ``key``."""
     if not path.exists():
@@ -225,8 +245,13 @@ def train_phase(net: nn.Module, space: SearchSpace, loader: Callable[[int], obje
                     loss = F.cross_entropy(logits, y, label_smoothing=train.label_smoothing)
                     if soft is not None and train.kd_ratio > 0:
                         loss = loss + train.kd_ratio * distillation_loss(logits, soft)
+                    value = float(loss.detach())
+                    if not math.isfinite(value):
+                        raise UserError(f"supernet {phase}: training loss is {value} at step {step + 1} "
+                                        f"(epoch {epoch + 1}); nothing written for this phase; lower its "
+                                        f"learning rate (now {settings.lr})")
                     (loss * share).backward()  # summed over ranks: the global batch's mean loss
-                    loss_sum += float(loss.detach()) * len(y)
+                    loss_sum += value * len(y)
                     correct += float((logits.argmax(1) == y).sum())
                     seen += len(y)
                 sum_gradients(net.parameters())
@@ -276,7 +301,7 @@ def train_supernet(net: nn.Module, space: SearchSpace, loader: Callable[[int], o
             teacher = make_teacher(net, space).to(device)
         last = _checkpoint_path(ckpt_dir, start - 1, plan[start - 1])
         load_checkpoint(net, last)
-        history = list((read_extra(last) or {}).get("history", []))
+        history = _restored_history(last)
         if teacher is None and train.kd_ratio > 0:
             teacher = make_teacher(net, space).to(device)
     for index in range(start, len(plan)):
@@ -287,9 +312,10 @@ def train_supernet(net: nn.Module, space: SearchSpace, loader: Callable[[int], o
                              world=world)
         history.append(record)
         if world.writer:  # in a data-parallel run, every rank holds the same weights
-            save_checkpoint(net, _checkpoint_path(ckpt_dir, index, phase),
-                            extra={"history": history, "resume_key": keys[index],
-                                   "settings": {k: asdict(v) for k, v in train.phases.items()}})
+            ckpt = save_checkpoint(net, _checkpoint_path(ckpt_dir, index, phase),
+                                   extra={"history": history, "resume_key": keys[index],
+                                          "settings": {k: asdict(v) for k, v in train.phases.items()}})
+            write_json(_history_file(ckpt), history)
         if train.kd_ratio > 0 and (train.progressive_teacher or teacher is None):
             teacher = make_teacher(net, space).to(device)
     return history

@@ -265,8 +265,8 @@ class _Run:
                     total, count = sum_values([loss_value * len(y), len(y)], self.device)
                     loss_value = total / count
                 if not math.isfinite(loss_value):
-                    raise FloatingPointError(
-                        f"finetune: training loss is {loss_value} at step {self.step}; "
+                    raise UserError(
+                        f"finetune: training loss is {loss_value} at step {self.step}; nothing written; "
                         f"lower finetune.lr (now {self.s.lr})")
                 n = int(y.numel())
                 loss_sum += loss_value * n
