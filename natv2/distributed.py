@@ -267,12 +267,3 @@ def joined(world: World, device: torch.device) -> Iterator[None]:
         yield
     finally:
         stop(world)
-
-
-def broadcast_parameters(module: nn.Module, world: World) -> None:
-    """Rank 0's parameters and buffers on every rank (a guard against ranks that started from
-    different weights)."""
-    if not world.parallel:
-        return
-    for t in (*module.parameters(), *module.buffers()):
-        dist.broadcast(t.data, 0)

@@ -77,9 +77,6 @@ class LineProgress:
         items = {**(ordered_dict or {}), **kwargs}
         self.postfix = ", ".join(f"{k}={v}" for k, v in items.items())
 
-    def write(self, text: str) -> None:
-        print(text, file=self.stream, flush=True)
-
     def close(self) -> None:
         if not self._closed:
             self._closed = True

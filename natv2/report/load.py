@@ -10,7 +10,6 @@ round's ``stats.json`` missing ...).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from natv2.errors import UserError
+from natv2.files import read_json
 from natv2.layout import Layout
 from natv2.search.archive import ArchiveError, read_archive
 
@@ -66,10 +66,7 @@ class ResultsData:
 def _read_json(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"report: {path} is not valid JSON: {exc}") from None
+    data = read_json(path)
     if not isinstance(data, dict):
         raise UserError(f"report: {path} must hold a JSON object, not {type(data).__name__}")
     return data
