@@ -45,8 +45,10 @@ import _common  # noqa: E402
 
 from natv2.config import load_config  # noqa: E402
 from natv2.errors import UserError  # noqa: E402
+from natv2.files import write_json  # noqa: E402
 from natv2.layout import Layout  # noqa: E402
 from natv2.pipeline.search_stage import run_init_archive, run_search_round  # noqa: E402
+from natv2.records import record_files  # noqa: E402
 from natv2.search import Reference, archive_hypervolume, read_archive  # noqa: E402
 
 SCRIPT = "benchmarks/search_quality.py"
@@ -139,6 +141,9 @@ def install_supernet(source: Path, results: Path) -> None:
     if not (dest / "supernet.pt").is_file():
         raise UserError(f"--supernet {source}: no supernet.pt there; run the pipeline's "
                         f"supernet stage (or benchmarks/pipeline_cost.py) first")
+    if not (dest / "supernet.json").is_file():  # a bare checkpoint: record it as the stage would
+        write_json(dest / "supernet.json", {"installed_from": str(source),
+                                            "files": record_files(dest / "supernet.pt")})
 
 
 def run_one(cfg, rounds: int) -> list[dict[str, Any]]:

@@ -16,9 +16,13 @@ from pathlib import Path
 import yaml
 
 from natv2.config import DEFAULT_CONFIG_PATH, load_config, read_yaml
-from natv2.errors import UserError
+from natv2.errors import UserError, one_line
+from natv2.files import DISK_ERRNOS, disk_error
+from natv2.lifeline import Lifeline
 
 EXIT_USER_ERROR = 2
+#: a stage stopped because the Snakemake that started it died (natv2.lifeline)
+EXIT_ORPHANED = 3
 
 
 def _cfg(args: argparse.Namespace):
@@ -26,7 +30,10 @@ def _cfg(args: argparse.Namespace):
 
 
 def _check_config(args: argparse.Namespace) -> None:
+    from natv2.pipeline.context import check_search_fits
+
     cfg = _cfg(args)
+    check_search_fits(cfg)
     names = ", ".join(str(p) for p in (args.config or [DEFAULT_CONFIG_PATH]))
     print(f"{names}: valid (dataset {cfg['data']['name']}, family {cfg['supernet']['family']}, "
           f"policy {cfg['search']['policy']}, {cfg['search']['rounds']} rounds)")
@@ -194,18 +201,31 @@ def _check_world(command: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    lifeline = Lifeline.from_env().start()
     try:
         _check_world(args.command)
         args.func(args)
     except UserError as exc:
-        message = " ".join(str(exc).split())  # one line, whatever the message held
+        message = one_line(str(exc))  # one line, whatever the message held
         # one write: under torchrun every process reports, and their lines must not interleave
         sys.stderr.write(f"natv2 {args.command}: error: {message}\n")
         sys.stderr.flush()
         return EXIT_USER_ERROR
+    except OSError as exc:  # a file system that cannot take a write, wherever it surfaced
+        if exc.errno not in DISK_ERRNOS:
+            raise
+        sys.stderr.write(f"natv2 {args.command}: error: {one_line(str(disk_error(exc, exc.filename or '.')))}\n")
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
+        if lifeline.lost:
+            sys.stderr.write(f"natv2 {args.command}: stopped: the Snakemake process that started "
+                             f"it (pid {lifeline.pid}) is gone; nothing of this stage was "
+                             f"committed; rerun the workflow\n")
+            return EXIT_ORPHANED
         print(f"natv2 {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        lifeline.stop()
     return 0
 
 

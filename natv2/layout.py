@@ -17,6 +17,7 @@ takes ``results_dir`` from a config.
                                                         stage finetune (N = 0..finetune.slots-1)
     <results>/report/index.html, pareto.png, hypervolume.png, metrics.json, pareto.csv
     <results>/cache/evaluations/*.jsonl, cache/adapted/*.pt   resumable work, no stage's output
+    <results>/locks/<set>.lock      held (flock) by the process writing a stage's set, its pid inside
 
 Round folders are ``round_KK`` with at least two digits (``round_07``, ``round_123``), so any
 number of rounds is allowed and the folders of up to 99 rounds sort by name.
@@ -48,6 +49,15 @@ REPORT_PLOTS = "pareto.csv"
 def round_name(k: int) -> str:
     """``round_KK`` (two digits at least)."""
     return f"round_{int(k):02d}"
+
+
+#: the command that writes the stage-1 super-network (``supernet/``)
+SUPERNET_COMMAND = "natv2 supernet"
+
+
+def round_command(k: int) -> str:
+    """The command that writes round ``k``'s files (round 0: ``natv2 init-archive``)."""
+    return "natv2 init-archive" if int(k) == 0 else f"natv2 search-round --round {int(k)}"
 
 
 @dataclass(frozen=True)
@@ -152,6 +162,10 @@ class Layout:
         """``cache/evaluations/<net sha[:16]>-<settings sha[:16]>.jsonl``."""
         name = f"{network_sha256[:16]}-{settings_sha256[:16]}.jsonl"
         return self.root / "cache" / "evaluations" / name
+
+    def lock(self, name: str) -> Path:
+        """The lock file of the output set ``name`` (``supernet``, ``round_KK``, ``rank_N``...)."""
+        return self.root / "locks" / f"{name}.lock"
 
     def adapted(self, k: int, key: str) -> Path:
         """Where round ``k``'s adapted super-network waits until the round's outputs are written."""

@@ -39,6 +39,7 @@ from torch import nn
 from natv2.errors import UserError
 from natv2.files import atomic_write, read_json, write_json
 from natv2.layout import ARCH_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE
+from natv2.records import FILES_KEY, check_recorded, open_set, record_files
 from natv2.train.finetune import HISTORY_COLUMNS
 
 EXPORT_FORMATS = ("onnx", "torchscript")
@@ -94,8 +95,9 @@ def save_finetuned(out_dir: str | os.PathLike, model: nn.Module, arch_info: Mapp
                    metrics: Mapping[str, Any],
                    history_rows: Sequence[Mapping[str, Any]]) -> Path:
     """Write ``model.pt``, ``arch.json``, ``history.csv`` and ``metrics.json`` into ``out_dir``
-    (each atomically; ``arch.json`` last but one and ``metrics.json`` last, so a directory with
-    ``metrics.json`` is complete). Returns ``out_dir``."""
+    (each atomically; the old ``metrics.json`` removed first and the new one, recording the
+    other three files (:mod:`natv2.records`), written last, so a directory with ``metrics.json``
+    is complete). Returns ``out_dir``."""
     from natv2.supernet import save_checkpoint
 
     out = Path(out_dir)
@@ -103,11 +105,14 @@ def save_finetuned(out_dir: str | os.PathLike, model: nn.Module, arch_info: Mapp
     info = dict(arch_info)
     if "config" not in info or "resolution" not in info:
         raise ValueError("arch_info needs at least 'config' and 'resolution' (see arch_info())")
+    open_set(out / METRICS_FILE)
     save_checkpoint(model, out / MODEL_FILE,
                     extra={"encoding": info.get("encoding"), "resolution": info["resolution"]})
     _write_history(out / HISTORY_FILE, history_rows)
     write_json(out / ARCH_FILE, info)
-    write_json(out / METRICS_FILE, dict(metrics))
+    written = record_files(out / MODEL_FILE, out / HISTORY_FILE, out / ARCH_FILE,
+                           rows={HISTORY_FILE: len(history_rows)})
+    write_json(out / METRICS_FILE, {**metrics, FILES_KEY: written})
     return out
 
 
@@ -122,6 +127,9 @@ def _model_dir(model_dir: str | os.PathLike) -> Path:
     for name in (MODEL_FILE, ARCH_FILE):
         if not (path / name).is_file():
             raise UserError(f"model directory {path} lacks {name}; {hint}")
+    if (path / METRICS_FILE).is_file():  # written by natv2: its files are checked (a folder put
+        for name in (MODEL_FILE, ARCH_FILE):  # together by hand has no metrics.json)
+            check_recorded(path / name, path / METRICS_FILE, "natv2 finetune --rank N")
     return path
 
 

@@ -17,9 +17,10 @@ import torch
 
 from natv2.config import validate
 from natv2.errors import UserError
+from natv2.files import file_sha256, write_json
 from natv2.layout import Layout
 from natv2.pipeline import search_context
-from natv2.pipeline.eval_cache import CachedEvaluate, EvalCache, file_sha256
+from natv2.pipeline.eval_cache import CachedEvaluate, EvalCache
 from natv2.pipeline.search_stage import (
     STEP_NAMES,
     evaluate_shard,
@@ -28,6 +29,7 @@ from natv2.pipeline.search_stage import (
     run_init_archive,
     run_search_round,
 )
+from natv2.records import record_files
 from natv2.search import read_archive
 from natv2.supernet import build_supernet, save_checkpoint
 
@@ -67,6 +69,8 @@ def supernet_file(tmp_path_factory) -> Path:
 def _install(supernet_file: Path, root: Path) -> None:
     (root / "supernet").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(supernet_file, root / "supernet" / "supernet.pt")
+    write_json(root / "supernet" / "supernet.json",
+               {"files": record_files(root / "supernet" / "supernet.pt")})
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,8 @@ from typing import Any
 import pandas as pd
 
 from natv2.distributed import World, broadcast_text
-from natv2.pipeline.eval_cache import file_sha256, settings_hash
+from natv2.files import file_sha256
+from natv2.pipeline.eval_cache import settings_hash
 from natv2.pipeline.search_context import SearchContext
 from natv2.search import archive_from_csv, normalize_archive
 from natv2.seeds import adaptation_seed

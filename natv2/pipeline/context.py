@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,3 +34,19 @@ def setup_stage(cfg: Mapping[str, Any], seed: int | None = None) -> torch.device
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)  # noqa: NPY002 (libraries that still draw from the legacy RNG)
     return resolve_device(cfg["device"])
+
+
+def physical_memory() -> int | None:
+    """Bytes of RAM of this machine (None where the OS does not say)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (OSError, ValueError):
+        return None
+
+
+def check_search_fits(cfg: Mapping[str, Any]) -> None:
+    """The configured initial archive fits the search space and this machine's memory
+    (``Policy.check_fits``): checked by ``natv2 check-config`` and before round 0."""
+    from natv2.search.policy import Policy
+
+    Policy.from_config(cfg).check_fits(space_from_config(cfg), physical_memory())

@@ -27,15 +27,6 @@ from typing import Any
 from natv2.progress import progress
 
 
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def settings_hash(settings: Mapping[str, Any]) -> str:
     """Hex sha256 of a JSON-able mapping (keys sorted), e.g. the data settings of a stage."""
     text = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)

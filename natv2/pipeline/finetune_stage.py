@@ -19,11 +19,12 @@ import torch
 from natv2.data import DataSettings, build_splits
 from natv2.distributed import World, check_batch, joined
 from natv2.errors import UserError
-from natv2.files import atomic_write, write_json
+from natv2.files import atomic_write, check_writable, write_json
 from natv2.layout import ARCH_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE, Layout
 from natv2.model import arch_info, save_finetuned
 from natv2.pipeline.context import setup_stage, space_from_config
-from natv2.pipeline.search_stage import check_recorded
+from natv2.pipeline.lock import stage_lock
+from natv2.records import FILES_KEY, check_recorded, open_set, record_files
 from natv2.search.archive import read_archive
 from natv2.seeds import finetune_seed
 from natv2.selection import select_for_finetune
@@ -45,10 +46,8 @@ def _check_rank(cfg: Mapping[str, Any], rank: Any) -> int:
 def selected_encodings(cfg: Mapping[str, Any]) -> list[str | None]:
     """The encodings of every slot, from the final archive (same for every rank job)."""
     rounds = int(cfg["search"]["rounds"])
-    path = Layout.from_config(cfg).archive(rounds)
-    if not path.is_file():
-        raise UserError(f"final archive '{path}' does not exist; run `natv2 search-round --round {rounds}` first")
-    check_recorded(path, Layout.from_config(cfg).stats(rounds), f"natv2 search-round --round {rounds}")
+    layout = Layout.from_config(cfg)
+    path = check_recorded(layout.archive(rounds), layout.stats(rounds), f"natv2 search-round --round {rounds}")
     ft = cfg["finetune"]
     objectives = ["top1", *cfg["search"]["objectives"]]
     archive = read_archive(path, space_from_config(cfg))
@@ -57,10 +56,12 @@ def selected_encodings(cfg: Mapping[str, Any]) -> list[str | None]:
 
 def _write_unused(out: Path, rank: int, reason: str) -> dict:
     record = {"used": False, "reason": reason, "rank": rank}
+    open_set(out / METRICS_FILE)
     atomic_write(out / MODEL_FILE, lambda tmp: torch.save({"format": UNUSED_FORMAT, "reason": reason}, tmp))
     atomic_write(out / HISTORY_FILE, lambda tmp: tmp.write_text(",".join(HISTORY_COLUMNS) + "\n"))
     write_json(out / ARCH_FILE, record)
-    write_json(out / METRICS_FILE, record)
+    written = record_files(out / MODEL_FILE, out / HISTORY_FILE, out / ARCH_FILE, rows={HISTORY_FILE: 0})
+    write_json(out / METRICS_FILE, {**record, FILES_KEY: written})
     return record
 
 
@@ -72,15 +73,23 @@ def run_finetune(cfg: Mapping[str, Any], rank: int, show_progress: bool = True) 
     rank = _check_rank(cfg, rank)
     layout = Layout.from_config(cfg)
     encodings = selected_encodings(cfg)
+    if world.writer:
+        check_writable(layout.rank_dir(rank))
+    with stage_lock(layout.lock(layout.rank_dir(rank).name), str(layout.rank_dir(rank)), world.writer):
+        return _finetune_slot(cfg, rank, encodings, layout, world, show_progress)
+
+
+def _finetune_slot(cfg: Mapping[str, Any], rank: int, encodings: list[str | None], layout: Layout,
+                   world: World, show_progress: bool) -> dict:
     encoding = encodings[rank]
     if encoding is None:
         n_used = sum(e is not None for e in encodings)
         if not world.writer:
             return {}
         return _write_unused(layout.rank_dir(rank), rank, f"the final archive gave {n_used} architecture(s) for {len(encodings)} slots")
-    supernet_file = layout.round_supernet(int(cfg["search"]["rounds"]))
-    if not supernet_file.is_file():
-        raise UserError(f"'{supernet_file}' does not exist; run `natv2 search-round --round {cfg['search']['rounds']}` first")
+    rounds = int(cfg["search"]["rounds"])
+    supernet_file = check_recorded(layout.round_supernet(rounds), layout.stats(rounds),
+                                   f"natv2 search-round --round {rounds}")
     device = world.device(setup_stage(cfg, seed=finetune_seed(int(cfg["seed"]), rank)))
     with joined(world, device):
         return _run_finetune(cfg, rank, encoding, supernet_file, device, show_progress and world.writer,

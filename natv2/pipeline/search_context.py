@@ -30,12 +30,12 @@ from tqdm import tqdm
 from natv2.data import DataSettings, build_splits, make_loader
 from natv2.distributed import SINGLE, World
 from natv2.errors import UserError
-from natv2.files import first_line
+from natv2.files import file_sha256, first_line
 from natv2.layout import Layout
 from natv2.measure import Evaluator
 from natv2.measure.cost import CostModel, LatencyModel, cheap_objectives_fn
 from natv2.pipeline.context import setup_stage, space_from_config
-from natv2.pipeline.eval_cache import CachedEvaluate, EvalCache, file_sha256, settings_hash
+from natv2.pipeline.eval_cache import CachedEvaluate, EvalCache, settings_hash
 from natv2.search.policy import Policy
 from natv2.supernet import load_supernet
 

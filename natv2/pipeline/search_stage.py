@@ -36,12 +36,14 @@ import pandas as pd
 
 from natv2.distributed import SINGLE, World, joined
 from natv2.errors import UserError
-from natv2.files import atomic_write, read_json, write_json
-from natv2.layout import Layout
+from natv2.files import atomic_write, check_writable, read_json, write_json
+from natv2.layout import SUPERNET_COMMAND, Layout, round_command, round_name
 from natv2.measure import resolve_device
 from natv2.pipeline.adaptation import adapt_and_reevaluate, follow_adaptation
-from natv2.pipeline.eval_cache import file_sha256
+from natv2.pipeline.context import check_search_fits
+from natv2.pipeline.lock import stage_lock
 from natv2.pipeline.search_context import STEP_NAMES, SearchContext, search_seed
+from natv2.records import check_recorded, open_set, record_files
 from natv2.search import concat_archives, normalize_archive, read_archive, write_archive
 from natv2.search.hypervolume import Reference, hypervolume_stats
 from natv2.search.round import (
@@ -53,12 +55,9 @@ from natv2.search.round import (
 )
 from natv2.seeds import round_seed
 
-_MAKE_SUPERNET = "natv2 supernet"
-_MAKE_INIT = "natv2 init-archive"
-
-
-def _round_maker(k: int) -> str:
-    return _MAKE_INIT if k == 0 else f"natv2 search-round --round {k}"
+_MAKE_SUPERNET = SUPERNET_COMMAND
+_MAKE_INIT = round_command(0)
+_round_maker = round_command
 
 
 def _require(path: Path, maker: str) -> Path:
@@ -74,33 +73,31 @@ def _check_round(k: Any) -> int:
 
 
 def _input_supernet(layout: Layout, k: int) -> Path:
-    return _require(layout.input_supernet(k), _MAKE_SUPERNET if k == 1 else _round_maker(k - 1))
+    """Round ``k``'s input super-network, checked against the record of the stage that wrote it
+    (``supernet.json`` for round 1, round ``k - 1``'s ``stats.json`` after)."""
+    if k == 1:
+        return check_recorded(layout.supernet, layout.supernet_json, _MAKE_SUPERNET)
+    return check_recorded(layout.round_supernet(k - 1), layout.stats(k - 1), _round_maker(k - 1))
 
 
-def file_records(*written: tuple[Path, pd.DataFrame]) -> dict[str, dict[str, Any]]:
-    """What a stage records of the tables it wrote (``stats.json``'s ``files``): rows and
-    sha256 per file name, so the next stage can tell a cut or edited file."""
-    return {path.name: {"rows": int(len(df)), "sha256": file_sha256(path)} for path, df in written}
+def _round_lock(layout: Layout, k: int, name: str | None = None, active: bool = True):
+    """The lock of round ``k``'s set (``name``: a part of it written on its own, a shard)."""
+    name = name or round_name(k)
+    return stage_lock(layout.lock(name), str(layout.round_dir(k)), active)
 
 
-def check_recorded(path: Path, stats: Path, maker: str) -> Path:
-    """``path`` if it is the file its stage recorded in ``stats`` (files written before the
-    records existed pass); else a ``UserError`` naming both and the command that remakes it."""
-    record = (read_json(_require(stats, maker), maker).get("files") or {}).get(path.name)
-    if record is not None and file_sha256(path) != record["sha256"]:
-        with open(path, "rb") as fh:
-            rows = max(sum(1 for _ in fh) - 1, 0)
-        raise UserError(f"{path} is not the file `{maker}` wrote ({stats} records {record['rows']} rows, "
-                        f"sha256 {record['sha256'][:12]}; the file has {rows}): it was cut or changed "
-                        f"since; rerun `{maker}`")
-    return path
+def _check_room(layout: Layout, k: int, net_file: Path | None) -> None:
+    """Before the expensive work: the round folder and the cache are writable and have room for
+    the round's copy of the super-network and the adapted one waiting in the cache."""
+    need = 2 * net_file.stat().st_size if net_file is not None else 0
+    check_writable(layout.round_dir(k), need)
+    check_writable(layout.root / "cache")
 
 
 def _round_inputs(cfg: Mapping[str, Any], k: int) -> tuple[Path, Path, Path]:
     """(previous archive.csv, round 0 stats.json, input supernet.pt), each checked."""
     layout = Layout.from_config(cfg)
-    prev = check_recorded(_require(layout.archive(k - 1), _round_maker(k - 1)), layout.stats(k - 1),
-                          _round_maker(k - 1))
+    prev = check_recorded(layout.archive(k - 1), layout.stats(k - 1), _round_maker(k - 1))
     stats0 = _require(layout.stats(0), _MAKE_INIT)
     return prev, stats0, _input_supernet(layout, k)
 
@@ -122,8 +119,16 @@ def _read_reference(stats0: Path, names: list[str]) -> Reference:
 def run_init_archive(cfg: Mapping[str, Any], show_progress: bool = True) -> dict[str, Any]:
     """Stage ``init_archive``: evaluate the initial architectures of the policy; write
     ``round_00/{archive.csv, evaluated.csv, stats.json}``; returns the stats."""
+    check_search_fits(cfg)
     layout = Layout.from_config(cfg)
-    net_file = _require(layout.supernet, _MAKE_SUPERNET)
+    net_file = check_recorded(layout.supernet, layout.supernet_json, _MAKE_SUPERNET)
+    _check_room(layout, 0, None)
+    with _round_lock(layout, 0):
+        return _init_archive(cfg, layout, net_file, show_progress)
+
+
+def _init_archive(cfg: Mapping[str, Any], layout: Layout, net_file: Path, show_progress: bool
+                  ) -> dict[str, Any]:
     ctx = SearchContext(cfg, "round 00", show_progress)
     with ctx.step("load"):
         loaded = ctx.load(net_file)
@@ -143,9 +148,11 @@ def run_init_archive(cfg: Mapping[str, Any], show_progress: bool = True) -> dict
         "supernet_sha256": loaded.sha256,
         "steps": dict(ctx.steps),
     }
+    open_set(layout.stats(0))
     write_archive(evaluated, layout.evaluated)
     write_archive(archive, layout.archive(0))
-    stats["files"] = file_records((layout.evaluated, evaluated), (layout.archive(0), archive))
+    stats["files"] = record_files(layout.evaluated, layout.archive(0),
+                                  rows={"evaluated.csv": len(evaluated), "archive.csv": len(archive)})
     stats["seconds"] = ctx.elapsed()
     write_json(layout.stats(0), stats)
     return stats
@@ -192,13 +199,15 @@ def _finish(ctx: SearchContext, k: int, new_archive: pd.DataFrame, cand: pd.Data
     if predictor is not None:
         stats["predictor"] = predictor
     layout = ctx.layout
-    layout.round_dir(k).mkdir(parents=True, exist_ok=True)
+    open_set(layout.stats(k))
     source = adapted.checkpoint or input_file
     atomic_write(layout.round_supernet(k), lambda tmp: shutil.copyfile(source, tmp))
     candidates = concat_archives([cand.assign(step="evaluate"), *adapted.reevaluated])
     write_archive(candidates, layout.candidates(k))
     write_archive(adapted.archive, layout.archive(k))
-    stats["files"] = file_records((layout.candidates(k), candidates), (layout.archive(k), adapted.archive))
+    stats["files"] = record_files(
+        layout.round_supernet(k), layout.candidates(k), layout.archive(k),
+        rows={"candidates.csv": len(candidates), "archive.csv": len(adapted.archive)})
     stats["steps"] = {name: float(ctx.steps.get(name, 0.0)) for name in STEP_NAMES}
     stats["seconds"] = round(seconds_before + ctx.elapsed(), 3)
     write_json(layout.stats(k), stats)
@@ -233,7 +242,16 @@ def run_search_round(cfg: Mapping[str, Any], k: int, show_progress: bool = True
 
 
 def _search_round(cfg: Mapping[str, Any], k: int, show_progress: bool, world: World) -> dict[str, Any]:
-    ctx, archive_df, ref = _open_round(cfg, k, _round_inputs(cfg, k), "", show_progress, world)
+    inputs = _round_inputs(cfg, k)
+    layout = Layout.from_config(cfg)
+    _check_room(layout, k, inputs[2])
+    with _round_lock(layout, k):
+        return _search_round_locked(cfg, k, inputs, show_progress, world)
+
+
+def _search_round_locked(cfg: Mapping[str, Any], k: int, inputs: tuple[Path, Path, Path],
+                         show_progress: bool, world: World) -> dict[str, Any]:
+    ctx, archive_df, ref = _open_round(cfg, k, inputs, "", show_progress, world)
     sha = ctx.loaded.sha256
     result = run_round(ctx.space, archive_df, ctx.policy,
                        lambda archs: ctx.evaluate(sha, "evaluate", archs), ctx.cheap_fn(), k,
@@ -245,13 +263,24 @@ def propose_candidates(cfg: Mapping[str, Any], k: int, show_progress: bool = Tru
                        ) -> pd.DataFrame:
     """Scatter step 1: write ``proposed.csv`` (+ ``proposed.json``); returns the frame."""
     k = _check_round(k)
-    ctx, archive_df, _ = _open_round(cfg, k, _round_inputs(cfg, k), " propose", show_progress)
+    inputs = _round_inputs(cfg, k)
+    layout = Layout.from_config(cfg)
+    check_writable(layout.round_dir(k))
+    with _round_lock(layout, k):
+        return _propose(cfg, k, inputs, show_progress)
+
+
+def _propose(cfg: Mapping[str, Any], k: int, inputs: tuple[Path, Path, Path], show_progress: bool
+             ) -> pd.DataFrame:
+    ctx, archive_df, _ = _open_round(cfg, k, inputs, " propose", show_progress)
     proposal = propose(ctx.space, archive_df, ctx.policy, ctx.cheap_fn(), round_seed(ctx.seed, k),
                        ctx.step)
     proposed = proposal_frame(ctx.space, proposal)
     csv_path, json_path = ctx.layout.proposed(k)
+    open_set(json_path)
     atomic_write(csv_path, lambda tmp: proposed.to_csv(tmp, index=False, na_rep=""))
     write_json(json_path, {**proposal.describe(), "steps": dict(ctx.steps),
+                           "files": record_files(csv_path, rows={csv_path.name: len(proposed)}),
                            "seconds": ctx.elapsed()})
     return proposed
 
@@ -259,8 +288,7 @@ def propose_candidates(cfg: Mapping[str, Any], k: int, show_progress: bool = Tru
 def _read_proposed(layout: Layout, k: int) -> tuple[pd.DataFrame, dict]:
     csv_path, json_path = layout.proposed(k)
     maker = f"natv2 search-round --round {k} --step propose"
-    _require(csv_path, maker)
-    _require(json_path, maker)
+    check_recorded(csv_path, json_path, maker)
     extra = {"float_precision": "round_trip"} if int(pd.__version__.split(".")[0]) < 3 else {}
     df = pd.read_csv(csv_path, dtype={"arch": str}, keep_default_na=False, na_values=[""],
                      **extra)
@@ -280,6 +308,15 @@ def evaluate_shard(cfg: Mapping[str, Any], k: int, i: int, show_progress: bool =
     layout = Layout.from_config(cfg)
     proposed, _ = _read_proposed(layout, k)
     net_file = _input_supernet(layout, k)
+    check_writable(layout.round_dir(k))
+    with _round_lock(layout, k, f"{round_name(k)}.shard_{i}"):
+        return _evaluate_shard(cfg, k, i, proposed, net_file, show_progress)
+
+
+def _evaluate_shard(cfg: Mapping[str, Any], k: int, i: int, proposed: pd.DataFrame, net_file: Path,
+                    show_progress: bool) -> pd.DataFrame:
+    shards = int(cfg["search"]["shards"])
+    layout = Layout.from_config(cfg)
     ctx = SearchContext(cfg, f"round {k:02d} shard {i}", show_progress)
     with ctx.step("load"):
         loaded = ctx.load(net_file)
@@ -323,6 +360,14 @@ def finish_round(cfg: Mapping[str, Any], k: int, show_progress: bool = True) -> 
 
 def _finish_round(cfg: Mapping[str, Any], k: int, show_progress: bool, world: World) -> dict[str, Any]:
     inputs = _round_inputs(cfg, k)
+    layout = Layout.from_config(cfg)
+    _check_room(layout, k, inputs[2])
+    with _round_lock(layout, k):
+        return _finish_round_locked(cfg, k, inputs, show_progress, world)
+
+
+def _finish_round_locked(cfg: Mapping[str, Any], k: int, inputs: tuple[Path, Path, Path],
+                         show_progress: bool, world: World) -> dict[str, Any]:
     layout = Layout.from_config(cfg)
     proposed, meta = _read_proposed(layout, k)
     ctx, archive_df, ref = _open_round(cfg, k, inputs, " finish", show_progress, world)

@@ -22,10 +22,12 @@ import torch
 
 from natv2.data import DataSettings, build_splits, make_loader
 from natv2.distributed import World, check_batch, joined, rank0_first
-from natv2.files import write_json
+from natv2.files import check_writable, write_json
 from natv2.layout import Layout
 from natv2.measure import Evaluator
 from natv2.pipeline.context import setup_stage, space_from_config
+from natv2.pipeline.lock import stage_lock
+from natv2.records import open_set, record_files
 from natv2.space import SearchSpace
 from natv2.supernet import build_supernet, save_checkpoint
 from natv2.supernet.sources import fit_head, open_source
@@ -70,8 +72,12 @@ def run_supernet(cfg: Mapping[str, Any], show_progress: bool = True) -> dict:
     """Run the stage; returns what it wrote to ``supernet.json``. Under ``torchrun`` every rank
     trains (data-parallel, ``natv2.distributed``) and rank 0 writes; the others return ``{}``."""
     world = World.from_env()
+    layout = Layout.from_config(cfg)
+    if world.writer:
+        check_writable(layout.supernet_dir)
     device = world.device(setup_stage(cfg))
-    with joined(world, device):
+    with stage_lock(layout.lock("supernet"), str(layout.supernet_dir), world.writer), \
+            joined(world, device):
         return _run_supernet(cfg, show_progress and world.writer, world, device)
 
 
@@ -116,7 +122,9 @@ def _run_supernet(cfg: Mapping[str, Any], show_progress: bool, world: World, dev
         "dataset": data.name,
         "resolutions": list(space.resolutions),
     }
+    open_set(layout.supernet_json)
     save_checkpoint(net, layout.supernet, extra={"info": info})
+    info["files"] = record_files(layout.supernet)
     info["seconds"] = round(time.perf_counter() - start, 3)
     write_json(layout.supernet_json, info)
     return info

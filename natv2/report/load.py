@@ -19,7 +19,8 @@ import pandas as pd
 
 from natv2.errors import UserError
 from natv2.files import read_json
-from natv2.layout import Layout
+from natv2.layout import Layout, round_command
+from natv2.records import check_recorded
 from natv2.search.archive import ArchiveError, read_archive
 
 
@@ -105,6 +106,9 @@ def load_results(results_dir: str | Path, rounds: int, slots: int) -> ResultsDat
         if not layout.archive(k).is_file():
             continue  # a round still running: its archive is the one output that matters
         evaluations = layout.evaluated if k == 0 else layout.candidates(k)
+        if layout.stats(k).is_file():  # a finished round: its tables are the ones it recorded
+            for table in (evaluations, layout.archive(k)):
+                check_recorded(table, layout.stats(k), round_command(k))
         if evaluations.is_file():
             ordered.append(_read_table(evaluations))
         archives[k] = _read_table(layout.archive(k))

@@ -163,6 +163,14 @@ class SearchSpace:
         return len(self.ks_list) * len(self.expand_list) * (len(NW_CHOICES) if self.has_nw else 1)
 
     @property
+    def size(self) -> int:
+        """Number of distinct architectures: resolutions x widths (x exit counts, EE) x, per
+        stage, the sum over the depth choices ``d`` of ``n_codes ** d``."""
+        per_stage = sum(self.n_codes ** d for d in self.depth_list)
+        exits = len(ND_CHOICES) if self.has_nd else 1
+        return len(self.resolutions) * len(self.widths) * exits * per_stage ** N_STAGES
+
+    @property
     def var_names(self) -> tuple[str, ...]:
         """Short names of the variables: ``r, w, s1b1 .. s5b4[, nd]``."""
         names = ["r", "w"] + [

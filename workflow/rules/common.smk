@@ -18,6 +18,10 @@ envvars:
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 from natv2.config import ConfigError, load_config, merge, read_yaml  # noqa: E402
+from natv2.lifeline import WATCH_ENV, watch_token  # noqa: E402
+
+# Every job stops when this Snakemake dies, SIGKILL included (natv2.lifeline): no orphan stage.
+os.environ[WATCH_ENV] = watch_token()
 from natv2.layout import Layout  # noqa: E402
 from natv2.pipeline.dag import PARALLEL_KINDS, launcher, named, stage_params, stages  # noqa: E402
 
