@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch.utils.data import Dataset
-from torchvision.datasets.folder import default_loader
+
+from .checks import DataError, decode_failure
 
 
 class TensorImageDataset(Dataset):
@@ -71,11 +73,37 @@ class TensorImageDataset(Dataset):
         return self._norm[idx].expand(-1, 3, -1, -1).contiguous(), self.labels[idx]
 
 
+def to_rgb(img: Image.Image) -> Image.Image:
+    """``img`` as 8-bit RGB: 16-bit grey (``I;16*``) scaled to 8 bits (PIL's own conversion
+    clips everything above 255 to white), a palette with transparency through RGBA (as PIL
+    advises), any other mode (L, LA, RGBA, P, CMYK, ...) by ``convert``; alpha is dropped."""
+    if img.mode.startswith("I;16"):
+        grey = np.asarray(img.convert("I"), dtype=np.int64) >> 8
+        return Image.fromarray(grey.clip(0, 255).astype(np.uint8), mode="L").convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    return img.convert("RGB")  # a copy even when already RGB: the caller may close ``img``
+
+
+def load_rgb(path: str) -> Image.Image:
+    """The image file ``path`` as an RGB PIL image; a :class:`DataError` naming the file when it
+    cannot be read (opening a dataset decodes every file, so that one changed since)."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return to_rgb(img)
+    except (OSError, SyntaxError, ValueError) as exc:
+        why = decode_failure(path) or str(exc)
+        raise DataError(f"cannot read image '{path}' ({why}); delete or replace it, then "
+                        f"rerun") from None
+
+
 class FileImageDataset(Dataset):
-    """``(path, label)`` samples loaded as RGB PIL images (ImageFolder without the directory scan)."""
+    """``(path, label)`` samples loaded as RGB PIL images (ImageFolder without the directory
+    scan); :func:`load_rgb` by default."""
 
     def __init__(
-        self, samples: Sequence[tuple[str | Path, int]], loader: Callable = default_loader
+        self, samples: Sequence[tuple[str | Path, int]], loader: Callable = load_rgb
     ):
         self.samples = [(str(p), int(y)) for p, y in samples]
         self.targets = [y for _, y in self.samples]

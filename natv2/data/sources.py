@@ -1,7 +1,9 @@
 """Where the images come from: one *source* per dataset name.
 
 A source holds the loaded data and the index lists of the three splits, and hands out
-``view(split, resolution, augment)`` datasets. Views are cached inside the source (so inside
+``view(split, resolution, augment)`` datasets. Opening one runs the checks of
+:mod:`natv2.data.checks` (classes, split sizes, ``train_subset``; every image file decodes), so a
+bad dataset stops with one line before any training. Views are cached inside the source (so inside
 the :class:`~natv2.data.splits.Splits` that owns it), never in module state.
 """
 
@@ -18,7 +20,13 @@ from sklearn.model_selection import train_test_split
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
-from natv2.errors import UserError
+from .checks import (
+    DataError,
+    check_classes,
+    check_decodable,
+    check_train_covers,
+    check_train_subset,
+)
 
 if TYPE_CHECKING:
     from .splits import DataSettings
@@ -34,11 +42,6 @@ from .transforms import (
 
 DATASET_NAMES = ("cifar10", "cifar100", "digits", "imagefolder")
 SPLIT_NAMES = ("train", "val", "test")
-
-
-class DataError(UserError):
-    """A dataset that cannot be loaded as configured; the message is one line naming the path
-    and the setting that fixes it."""
 
 
 # ----------------------------------------------------------------------------- split helpers
@@ -71,14 +74,20 @@ def stratified_split(
 
 
 def _pool_splits(
-    labels: np.ndarray, pool: np.ndarray, settings: DataSettings
+    labels: np.ndarray, pool: np.ndarray, settings: DataSettings, source: Any, where: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(train, val) from a training pool: stratified val hold-out, then the train_subset cap."""
+    """(train, val) from a training pool: stratified val hold-out, then the train_subset cap.
+
+    Refuses (:class:`DataError`) a ``train_subset`` too small for ``source.n_classes`` and a
+    split that leaves a class of ``source.class_names`` without training images.
+    """
     seed = settings.seed
-    train, val = stratified_split(labels, pool, settings.val_fraction, seed)
     cap = settings.train_subset
+    check_train_subset(cap, source.n_classes)
+    train, val = stratified_split(labels, pool, settings.val_fraction, seed)
     if cap is not None and cap < len(train):
         train, _ = stratified_split(labels, train, None, seed, keep_size=int(cap))
+    check_train_covers(source.name, where, source.class_names, labels[train], cap)
     return train, val
 
 
@@ -109,10 +118,14 @@ class DigitsSource:
         m, s = float(images.mean()), float(images.std())
         self.mean, self.std = (m, m, m), (s, s, s)
         all_idx = np.arange(len(self.labels_np))
+        where = "sklearn.datasets.load_digits"
+        counts = np.bincount(self.labels_np, minlength=self.n_classes)
+        check_classes(self.name, where, self.class_names, counts, settings.val_fraction,
+                      settings.test_fraction)
         pool, test = stratified_split(
             self.labels_np, all_idx, settings.test_fraction, settings.seed
         )
-        train, val = _pool_splits(self.labels_np, pool, settings)
+        train, val = _pool_splits(self.labels_np, pool, settings, self, where)
         self.indices = {"train": train, "val": val, "test": test}
         self._resized: dict[int, torch.Tensor] = {}
         self._views: dict[tuple, Dataset] = {}
@@ -221,7 +234,10 @@ class CifarSource(_PILSource):
         self.n_classes = len(self.class_names)
         train_targets = np.asarray(train.targets, dtype=np.int64)
         test_targets = np.asarray(test.targets, dtype=np.int64)
-        tr, va = _pool_splits(train_targets, np.arange(len(train_targets)), settings)
+        folder = str(where / cls.base_folder)
+        counts = np.bincount(train_targets, minlength=self.n_classes)
+        check_classes(name, folder, self.class_names, counts, settings.val_fraction, None)
+        tr, va = _pool_splits(train_targets, np.arange(len(train_targets)), settings, self, folder)
         self.bases = {
             "train": (train, tr, train_targets),
             "val": (train, va, train_targets),
@@ -264,6 +280,43 @@ def _scan_labelled_dir(
     return samples or None
 
 
+def _scan_train(train_dir: Path) -> tuple[list[str], dict[str, int], list[tuple[str, int]]]:
+    """(classes, class -> index, samples) of ``train_dir``; a :class:`DataError` if it is
+    missing or holds no images at all."""
+    if not train_dir.is_dir():
+        raise DataError(
+            f"imagefolder not found: no folder '{train_dir}'; point data.root at a folder "
+            f"laid out as train/<class>/<image> (plus optional val/ or test/)"
+        )
+    classes, class_to_idx = (
+        find_classes(str(train_dir))
+        if any(e.is_dir() for e in os.scandir(train_dir))
+        else ([], {})
+    )
+    samples = (
+        make_dataset(str(train_dir), class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
+        if classes
+        else []
+    )
+    if not samples:
+        raise DataError(
+            f"imagefolder: no images under '{train_dir}'; expected train/<class>/<image> "
+            f"with extensions {', '.join(IMG_EXTENSIONS)}"
+        )
+    return classes, class_to_idx, samples
+
+
+def _labelled_test(root: Path, class_to_idx: dict[str, int]) -> tuple[list[tuple[str, int]], str]:
+    """(samples, ``"test"`` or ``"val"``) of the first labelled folder of the two, else
+    ``([], "holdout")``."""
+    for name in ("test", "val"):
+        if (root / name).is_dir():
+            samples = _scan_labelled_dir(root / name, class_to_idx)
+            if samples:
+                return samples, name
+    return [], "holdout"
+
+
 class ImageFolderSource(_PILSource):
     """``root/train/<class>/<image>`` (torchvision ImageFolder layout, scanned recursively, so
     Tiny ImageNet's ``train/<wnid>/images/*.JPEG`` works as is).
@@ -272,7 +325,8 @@ class ImageFolderSource(_PILSource):
     layout, or Tiny ImageNet's ``val/images`` + ``val/val_annotations.txt``), else a stratified
     ``test_fraction`` hold-out of train. Val: always a stratified ``val_fraction`` hold-out of
     the training pool (as NAT does: the official val set becomes the test set when the real test
-    labels are not public).
+    labels are not public). Opening it checks the classes and decodes every image file once
+    (remembered under ``settings.check_cache``).
     """
 
     name = "imagefolder"
@@ -281,55 +335,33 @@ class ImageFolderSource(_PILSource):
         super().__init__()
         root = Path(settings.root)
         train_dir = root / "train"
-        if not train_dir.is_dir():
-            raise DataError(
-                f"imagefolder not found: no folder '{train_dir}'; point data.root at a folder "
-                f"laid out as train/<class>/<image> (plus optional val/ or test/)"
-            )
-        classes, class_to_idx = (
-            find_classes(str(train_dir))
-            if any(e.is_dir() for e in os.scandir(train_dir))
-            else ([], {})
-        )
-        pool_samples = (
-            make_dataset(str(train_dir), class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
-            if classes
-            else []
-        )
-        if not pool_samples:
-            raise DataError(
-                f"imagefolder: no images under '{train_dir}'; expected train/<class>/<image> "
-                f"with extensions {', '.join(IMG_EXTENSIONS)}"
-            )
+        classes, class_to_idx, pool_samples = _scan_train(train_dir)
         self.class_names = tuple(classes)
         self.n_classes = len(classes)
         pool = FileImageDataset(pool_samples)
         pool_targets = np.asarray(pool.targets, dtype=np.int64)
+        test_samples, self.test_source = _labelled_test(root, class_to_idx)
+        held = None if test_samples else settings.test_fraction
+        counts = np.bincount(pool_targets, minlength=self.n_classes)
+        check_classes(self.name, str(train_dir), self.class_names, counts,
+                      settings.val_fraction, held)
         all_idx = np.arange(len(pool_targets))
-        test_samples = None
-        self.test_source = "holdout"
-        for name in ("test", "val"):
-            if (root / name).is_dir():
-                test_samples = _scan_labelled_dir(root / name, class_to_idx)
-                if test_samples:
-                    self.test_source = name
-                    break
         if test_samples:
             test = FileImageDataset(test_samples)
             test_targets = np.asarray(test.targets, dtype=np.int64)
             test_base = (test, np.arange(len(test_targets)), test_targets)
             train_pool = all_idx
         else:
-            train_pool, held = stratified_split(
-                pool_targets, all_idx, settings.test_fraction, settings.seed
-            )
-            test_base = (pool, held, pool_targets)
-        tr, va = _pool_splits(pool_targets, train_pool, settings)
+            train_pool, test_idx = stratified_split(pool_targets, all_idx, held, settings.seed)
+            test_base = (pool, test_idx, pool_targets)
+        tr, va = _pool_splits(pool_targets, train_pool, settings, self, str(train_dir))
         self.bases = {
             "train": (pool, tr, pool_targets),
             "val": (pool, va, pool_targets),
             "test": test_base,
         }
+        paths = [p for p, _ in pool.samples] + [str(p) for p, _ in test_samples]
+        check_decodable(self.name, str(root), paths, settings.check_cache)
 
     def train_transform(self, resolution: int):
         return imagefolder_train_transform(resolution, self.mean, self.std)

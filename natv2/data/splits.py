@@ -5,6 +5,7 @@ from __future__ import annotations
 import numbers
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,7 +21,12 @@ from .sources import SPLIT_NAMES, DataError, open_source
 class DataSettings:
     """The ``data:`` section and the top-level ``seed`` (which draws the split). Values come
     from the validated config; the schema (``natv2/schemas/config.schema.yaml``) holds the
-    defaults and the checks."""
+    defaults and the checks.
+
+    ``check_cache`` is the folder remembering which image files decoded (``from_config``:
+    ``<results_dir>/cache/data_checks``; None: decode them at every open). Where a cache lives
+    does not change the data, so :meth:`as_dict` leaves it out.
+    """
 
     name: str
     root: str
@@ -33,17 +39,26 @@ class DataSettings:
     num_workers: int
     train_subset: int | None
     seed: int
+    check_cache: str | None = None
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> DataSettings:
         """From a config (a plain mapping is validated first, so defaults come from the schema)."""
         cfg = ensure_config(cfg)
         d = cfg["data"]
-        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name != "seed"},
-                   seed=int(cfg["seed"]))
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name not in _NOT_IN_DATA},
+                   seed=int(cfg["seed"]),
+                   check_cache=str(Path(cfg["results_dir"]) / "cache" / "data_checks"))
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The settings the data depends on (all but ``check_cache``)."""
+        d = asdict(self)
+        d.pop("check_cache")
+        return d
+
+
+#: DataSettings fields that are not keys of the ``data:`` section
+_NOT_IN_DATA = ("seed", "check_cache")
 
 
 def _check_resolution(resolution: Any) -> int:
@@ -124,7 +139,8 @@ def build_splits(settings: DataSettings, resolution: int, augment: bool = True) 
     """Load dataset ``settings.name`` and split it deterministically (seed ``settings.seed``).
 
     Raises :class:`DataError` (a ``ValueError``) with one line when the dataset is absent and
-    ``data.download`` is false.
+    ``data.download`` is false, or fails a check of :mod:`natv2.data.checks` (undecodable image
+    files, fewer than 2 classes, an empty or too small class, a too small ``train_subset``).
     """
     if not isinstance(settings, DataSettings):
         raise TypeError(f"build_splits takes DataSettings (DataSettings.from_config(cfg)), "
