@@ -116,6 +116,18 @@ def test_truncated_images_are_caught_even_if_pil_is_told_to_load_them(tmp_path, 
     assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # restored
 
 
+def test_file_broken_after_the_check_is_named_when_read(tmp_path):
+    root = tmp_path / "ds"
+    make_folder(root, {"ant": 6, "bee": 6})
+    s = open_splits(root)
+    path = s.train.base.samples[int(s.train.indices[0])][0]
+    truncate(Path(path))
+    with pytest.raises(DataError) as err:
+        s.train[0]
+    assert str(err.value) == (f"cannot read image '{path}' (image file is truncated); delete or "
+                              f"replace it, then rerun")
+
+
 # ----------------------------------------------------------------------------- cache
 
 
@@ -256,7 +268,7 @@ def test_train_subset_below_the_number_of_classes(tmp_path, subset):
     )
 
 
-def test_train_subset_of_one_with_two_classes():
+def test_train_subset_below_the_digits_classes():
     cfg = {"seed": 0, "data": {"name": "digits", "train_subset": 9}}
     with pytest.raises(DataError, match=r"^data\.train_subset: 9 is below the minimum 10 "):
         build_splits(DataSettings.from_config(cfg), 8)
