@@ -86,8 +86,8 @@ def check_writable(directory: str | Path, need_bytes: int = 0) -> Path:
         fd, probe = tempfile.mkstemp(prefix=".natv2-writable.", dir=existing)
         os.close(fd)
         os.unlink(probe)
-    except OSError as exc:
-        raise disk_error(exc, existing) from None
+    except OSError as exc:  # named by the folder, not by the probe's random name
+        raise disk_error(OSError(exc.errno, exc.strerror), existing) from None
     free = _free_bytes(directory)
     if need_bytes and free is not None and free < need_bytes:
         raise UserError(f"{directory} has {_megabytes(free)} free; this stage writes about "

@@ -7,19 +7,28 @@ run A's byte for byte (determinism, cache reuse, and scatter == in-process in on
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import os
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+import yaml
 
+from natv2 import files as search_stage_files
 from natv2.config import validate
 from natv2.errors import UserError
 from natv2.files import file_sha256, write_json
 from natv2.layout import Layout
-from natv2.pipeline import search_context
+from natv2.lifeline import WATCH_ENV, watch_token
+from natv2.pipeline import search_context, search_stage
 from natv2.pipeline.eval_cache import CachedEvaluate, EvalCache
 from natv2.pipeline.search_stage import (
     STEP_NAMES,
@@ -355,3 +364,197 @@ def test_cut_stats_json_is_one_line_naming_it_and_the_stage(damaged):
     with pytest.raises(UserError, match=r"round_00/stats\.json is not valid JSON \(.*\): it was cut or edited "
                                         r"after it was written; rerun `natv2 init-archive`"):
         run_search_round(make_cfg(root), 1, show_progress=False)
+
+
+# ------------------------------------------------------- output sets, locks, disks
+
+
+def _same_as_run_a(run_a, root: Path, rounds=(1, 2)) -> None:
+    for k in rounds:
+        for name in ("archive.csv", "candidates.csv", "supernet.pt"):
+            assert (_round(root, k) / name).read_bytes() == (_round(run_a[0], k) / name).read_bytes(), (k, name)
+
+
+def test_a_round_stopped_while_writing_leaves_no_set_that_passes_and_the_rerun_recovers(run_a, damaged,
+                                                                                        monkeypatch):
+    root, _, _ = damaged
+    shutil.copytree(_round(run_a[0], 2), _round(root, 2))  # a complete old round 2
+    (_round(root, 2) / "candidates.csv").write_text("old\n")  # old bytes, to tell a mix
+    cfg = make_cfg(root)
+    real_replace = search_stage_files.os.replace
+
+    def immutable_archive(src, dst):  # `chattr +i` on round 2's archive.csv
+        if str(dst).endswith("round_02/archive.csv"):
+            raise PermissionError(errno.EPERM, "Operation not permitted", str(dst))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(search_stage_files.os, "replace", immutable_archive)
+    with pytest.raises(UserError, match=r"^cannot write .*round_02/archive\.csv: Operation not permitted; make the "
+                                        r"folder writable or set results_dir to a writable one, then rerun$"):
+        run_search_round(cfg, 2, show_progress=False)
+    monkeypatch.undo()
+    # new supernet.pt and candidates.csv beside the old archive.csv: no stats.json, refused
+    assert not (_round(root, 2) / "stats.json").exists()
+    assert list(_round(root, 2).glob(".*.tmp")) == []
+    with pytest.raises(UserError, match=r"round_02/archive\.csv belongs to an incomplete set: .*round_02/stats\.json, "
+                                        r"which `natv2 search-round --round 2` writes last, is missing \(a run stopped "
+                                        r"part-way\); rerun `natv2 search-round --round 2`"):
+        run_search_round(cfg, 3, show_progress=False)
+    run_search_round(cfg, 2, show_progress=False)
+    _same_as_run_a(run_a, root, rounds=(2,))
+
+
+def test_a_changed_input_supernet_is_refused_by_its_record(damaged):
+    root, _, _ = damaged
+    net = root / "supernet" / "supernet.pt"
+    size = net.stat().st_size
+    with open(net, "r+b") as fh:
+        fh.truncate(size - 100)
+    with pytest.raises(UserError, match=rf"supernet/supernet\.pt is not the file `natv2 supernet` wrote \(.*supernet\.json "
+                                        rf"records {size} bytes, sha256 \w{{12}}; the file has {size - 100}\): it was cut "
+                                        rf"or changed since; rerun `natv2 supernet`"):
+        run_search_round(make_cfg(root), 1, show_progress=False)
+
+
+LOCK_HOLDER = """
+import sys, time
+from pathlib import Path
+from natv2.pipeline.lock import stage_lock
+with stage_lock(Path(sys.argv[1]), "the round"):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_second_writer_of_a_round_refuses_naming_the_first_and_a_killed_owner_frees_it(run_a, damaged):
+    root, _, _ = damaged
+    cfg = make_cfg(root)
+    lock = Layout(root).lock("round_02")
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(lock)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(UserError, match=rf"round_02 is being written by another natv2 process \(pid {holder.pid}, "
+                                            rf"`-c .*`, since [-\d]+ [:\d]+\); wait for it to finish or stop it, then "
+                                            rf"rerun \(lock: .*locks/round_02\.lock\)"):
+            run_search_round(cfg, 2, show_progress=False)
+        assert not _round(root, 2).exists()
+    finally:
+        holder.kill()  # SIGKILL: the kernel drops the flock; the file stays, stale and harmless
+        holder.wait()
+    run_search_round(cfg, 2, show_progress=False)
+    _same_as_run_a(run_a, root, rounds=(2,))
+    assert not (root / "locks").exists()  # a lock file lives only while its stage runs
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """``mount(size)``: a tmpfs of ``size`` bytes under tmp_path (root with CAP_SYS_ADMIN, as on
+    CI; elsewhere the test is skipped), unmounted afterwards."""
+    mounted: list[Path] = []
+
+    def mount(size: int, name: str = "disk") -> Path:
+        point = tmp_path / name
+        point.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)],
+                              capture_output=True, text=True)
+        if done.returncode:
+            if os.environ.get("CI"):
+                pytest.fail(f"cannot mount a tmpfs on CI: {done.stderr.strip()}")
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in mounted:
+        subprocess.run(["umount", str(point)], check=True)
+
+
+def _copy_inputs(run_a, root: Path) -> None:
+    for name in ("supernet", "cache"):
+        shutil.copytree(run_a[0] / name, root / name)
+    for k in (0, 1):
+        shutil.copytree(_round(run_a[0], k), _round(root, k))
+
+
+def test_a_read_only_results_folder_is_refused_before_any_work(run_a, small_disk, monkeypatch):
+    root = small_disk(200 << 20)
+    _copy_inputs(run_a, root)
+    subprocess.run(["mount", "-o", "remount,ro", str(root)], check=True)
+    monkeypatch.setattr(search_stage, "run_round", lambda *a, **k: pytest.fail("the search ran"))
+    with pytest.raises(UserError, match=rf"^cannot write {root}/search: Read-only file system; make the folder "
+                                        rf"writable or set results_dir to a writable one, then rerun$"):
+        run_search_round(make_cfg(root), 2, show_progress=False)
+
+
+def test_too_little_room_for_the_round_is_refused_before_any_work(run_a, small_disk, monkeypatch):
+    net_bytes = (run_a[0] / "supernet" / "supernet.pt").stat().st_size
+    used = sum(p.stat().st_size for p in run_a[0].rglob("*") if p.is_file() and "round_02" not in str(p))
+    root = small_disk(used + net_bytes + (4 << 20))  # room for one copy of the network, not two
+    _copy_inputs(run_a, root)
+    monkeypatch.setattr(search_stage, "run_round", lambda *a, **k: pytest.fail("the search ran"))
+    with pytest.raises(UserError, match=rf"^{root}/search/round_02 has [\d.]+ MB free; this stage writes about "
+                                        rf"[\d.]+ MB: free space or set results_dir on a larger disk, then rerun$"):
+        run_search_round(make_cfg(root), 2, show_progress=False)
+
+
+def test_a_disk_that_fills_during_the_round_is_one_line_and_the_evaluations_are_kept(run_a, small_disk):
+    root = small_disk(200 << 20)
+    _copy_inputs(run_a, root)
+    shutil.rmtree(root / "cache")  # round 2 evaluates afresh, into the cache
+    cfg = make_cfg(root)
+    filler = root / "filler"
+    real_evaluate = search_context.SearchContext.evaluate
+    calls = {"n": 0}
+
+    def filling(self, *args, **kwargs):  # the disk fills once the first evaluations are cached
+        out = real_evaluate(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 1:
+            with open(filler, "wb") as fh, contextlib.suppress(OSError):
+                while True:
+                    fh.write(b"\0" * (1 << 20))
+                    fh.flush()
+        return out
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(search_context.SearchContext, "evaluate", filling)
+        with pytest.raises(UserError, match=r"^cannot write .*: no space left on the device \([\d.]+ MB left on its "
+                                            r"file system\); free space or set results_dir on a larger disk, then "
+                                            r"rerun \(finished evaluations are kept in the cache\)$"):
+            run_search_round(cfg, 2, show_progress=False)
+    kept = sum(len(EvalCache(p)) for p in (root / "cache" / "evaluations").glob("*.jsonl"))
+    assert kept >= 1
+    assert not (_round(root, 2) / "stats.json").exists()
+    filler.unlink()
+    run_search_round(cfg, 2, show_progress=False)
+    _same_as_run_a(run_a, root, rounds=(2,))
+
+
+def test_a_stage_whose_snakemake_dies_stops_and_commits_nothing(run_a, damaged, tmp_path_factory):
+    root, _, _ = damaged
+    config = tmp_path_factory.mktemp("cfg") / "config.yaml"
+    config.write_text(yaml.safe_dump(json.loads(json.dumps(make_cfg(root)))))
+    snakemake = subprocess.Popen(["sleep", "600"])  # stands in for the Snakemake that started the stage
+    env = {**os.environ, WATCH_ENV: watch_token(snakemake.pid)}
+    stage = subprocess.Popen([sys.executable, "-m", "natv2", "search-round", "--round", "2", "--config",
+                              str(config)], env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    lock = Layout(root).lock("round_02")
+    try:
+        deadline = time.monotonic() + 120
+        while not lock.exists() and stage.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert lock.exists(), stage.stderr.read() if stage.poll() is not None else "no lock"
+        snakemake.kill()  # SIGKILL: no signal reaches the stage
+        snakemake.wait()
+        _, err = stage.communicate(timeout=60)
+    finally:
+        stage.kill()
+        snakemake.kill()
+    assert stage.returncode == 3, err
+    assert err.splitlines()[-1] == (f"natv2 search-round: stopped: the Snakemake process that started it (pid "
+                                    f"{snakemake.pid}) is gone; nothing of this stage was committed; rerun the workflow")
+    assert not (_round(root, 2) / "stats.json").exists()
+    assert [p for p in root.rglob("*") if p.name.endswith(".tmp")] == []
+    assert not (root / "locks").exists()
+    run_search_round(make_cfg(root), 2, show_progress=False)
+    _same_as_run_a(run_a, root, rounds=(2,))

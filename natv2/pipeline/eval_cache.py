@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from natv2.files import DISK_ERRNOS, disk_error
 from natv2.progress import progress
 
 
@@ -79,6 +80,15 @@ class EvalCache:
         record = dict(record)
         line = json.dumps({"key": key, "record": record}, sort_keys=True,
                           allow_nan=True).encode() + b"\n"
+        try:
+            self._append(line)
+        except OSError as exc:  # a full or read-only disk: the lines before this one are kept
+            if exc.errno in DISK_ERRNOS:
+                raise disk_error(exc, self.path) from None
+            raise
+        self._records[key] = record
+
+    def _append(self, line: bytes) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
@@ -94,7 +104,6 @@ class EvalCache:
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
-        self._records[key] = record
 
 
 class CachedEvaluate:
