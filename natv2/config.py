@@ -9,6 +9,7 @@ filled in, so library code reads ``cfg["data"]["name"]`` and tests can pass plai
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -105,6 +106,7 @@ def validate(raw: Mapping[str, Any]) -> Config:
     errors = sorted(validator.iter_errors(data), key=lambda e: (len(e.absolute_path), e.path))
     if errors:
         raise ConfigError(_describe(errors[0]))
+    _check_finite(data)
     cfg = Config(data)
     check_semantics(cfg)
     return cfg
@@ -113,6 +115,19 @@ def validate(raw: Mapping[str, Any]) -> Config:
 # OFA's MobileNetV3 checkpoints were trained at 128..224 px; NAT searches 192..256. Outside this
 # range the pretrained weights are not a meaningful starting point.
 PRETRAINED_RESOLUTIONS = (128, 256)
+
+
+def _check_finite(value: Any, key: str = "") -> None:
+    """Every number of a config is finite (YAML reads ``.inf`` and ``.nan`` as floats that pass
+    ``minimum``-style bounds); ConfigError naming the first that is not."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"config key '{key}': {value} is not a finite number")
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            _check_finite(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            _check_finite(v, f"{key}.{i}")
 
 
 def ensure_config(cfg: Mapping[str, Any]) -> Config:

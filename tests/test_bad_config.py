@@ -98,3 +98,50 @@ def test_cli_refuses_bad_config_files_at_once(kind, tmp_path, capsys):
 def test_a_directory_is_not_a_config_file(tmp_path, capsys):
     assert main(["check-config", "--config", str(tmp_path)]) == 2
     assert f"config file '{tmp_path}' is a directory" in capsys.readouterr().err
+
+
+HUGE = {"search": {"n_doe": 1_000_000_000}}
+TINY_SPACE = {"space": {"resolutions": [16]}, "search": {"n_doe": 6},
+              "supernet": {"family": "SE_B", "ks_list": [3], "expand_list": [3], "depth_list": [4]}}
+
+
+@pytest.mark.parametrize("command", ["check-config", "init-archive"])
+def test_initial_archive_larger_than_the_space_or_the_memory(command, tmp_path, capsys):
+    assert main([command, "--config", str(write(tmp_path, HUGE))]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"natv2 {command}: error: search.n_doe x preprocess_factor 10 = 10,000,000,000 "
+                          f"architectures for the initial archive: drawing them needs about ") and \
+        " GiB; set search.n_doe to at most " in err and err.count("\n") == 1, err
+    assert main([command, "--config", str(write(tmp_path, TINY_SPACE))]) == 2
+    assert capsys.readouterr().err == (f"natv2 {command}: error: search.n_doe x preprocess_factor 10 = 60 "
+                                       f"architectures for the initial archive, but the search space holds only "
+                                       f"1; widen the space (supernet.ks_list, expand_list, depth_list, "
+                                       f"space.resolutions)\n")
+    assert not (tmp_path / "results").exists()
+
+
+def test_snakemake_refuses_an_initial_archive_beyond_the_memory_before_any_job(tmp_path):
+    result = subprocess.run([SNAKEMAKE, "--cores", "1", "--configfile", str(write(tmp_path, HUGE))], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "natv2: config error: search.n_doe x preprocess_factor 10 = 10,000,000,000 architectures" in result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ({"finetune": {"lr": float("inf")}}, "config key 'finetune.lr': inf is not a finite number"),
+    ({"search": {"adaptation": {"kd_ratio": float("inf")}}},
+     "config key 'search.adaptation.kd_ratio': inf is not a finite number"),
+])
+def test_non_finite_numbers_are_refused(raw, expected, tmp_path, capsys):
+    assert main(["check-config", "--config", str(write(tmp_path, raw))]) == 2
+    assert capsys.readouterr().err == f"natv2 check-config: error: {expected}\n"
+
+
+def test_error_lines_are_capped(tmp_path, capsys):
+    key = "k" * 5000
+    assert main(["check-config", "--config", str(write(tmp_path, {key: 1}))]) == 2
+    err = capsys.readouterr().err
+    message = err.removeprefix("natv2 check-config: error: ").rstrip("\n")
+    assert err.count("\n") == 1 and len(message) <= 300 and " … " in message, err
+    assert message.startswith("unknown config key 'kkk")

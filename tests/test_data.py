@@ -226,7 +226,7 @@ def _write_train(root, n=10):
 
 def test_imagefolder_holdout(tmp_path):
     _write_train(tmp_path)
-    s = build_splits(DataSettings.from_config({"data": {"name": "imagefolder", "root": str(tmp_path)}}), 16)
+    s = build_splits(DataSettings.from_config({"results_dir": str(tmp_path / "results"), "data": {"name": "imagefolder", "root": str(tmp_path)}}), 16)
     assert s.class_names == ("ant", "bee", "cat") and s.n_classes == 3
     assert s._source.test_source == "holdout"
     assert sum(s.sizes().values()) == 30 and s.sizes()["test"] == 6
@@ -239,7 +239,7 @@ def test_imagefolder_holdout(tmp_path):
 def test_imagefolder_val_folder_as_test(tmp_path):
     _write_train(tmp_path)
     _write_images(tmp_path / "val" / "bee", 4, 90)
-    s = build_splits(DataSettings.from_config({"data": {"name": "imagefolder", "root": str(tmp_path)}}), 16)
+    s = build_splits(DataSettings.from_config({"results_dir": str(tmp_path / "results"), "data": {"name": "imagefolder", "root": str(tmp_path)}}), 16)
     assert s._source.test_source == "val"
     assert len(s.test) == 4 and s.test.targets == [1] * 4
     assert len(s.train) + len(s.val) == 30
@@ -251,7 +251,7 @@ def test_imagefolder_tiny_imagenet_layout(tmp_path):
     ann = "".join(f"img{i}.JPEG\t{['ant', 'cat'][i % 2]}\t0\t0\t8\t8\n" for i in range(6))
     (tmp_path / "val" / "val_annotations.txt").write_text(ann)
     _write_images(tmp_path / "test" / "images", 3, 10)  # unlabelled: must be skipped
-    s = build_splits(DataSettings.from_config({"data": {"name": "imagefolder", "root": str(tmp_path)}}), 16)
+    s = build_splits(DataSettings.from_config({"results_dir": str(tmp_path / "results"), "data": {"name": "imagefolder", "root": str(tmp_path)}}), 16)
     assert s._source.test_source == "val"
     assert s.test.targets == [0, 2, 0, 2, 0, 2]
     assert s.test[0][0].shape == (3, 16, 16)
@@ -259,10 +259,10 @@ def test_imagefolder_tiny_imagenet_layout(tmp_path):
 
 def test_imagefolder_missing(tmp_path):
     with pytest.raises(DataError, match="train/<class>/<image>"):
-        build_splits(DataSettings.from_config({"data": {"name": "imagefolder", "root": str(tmp_path)}}), 16)
+        build_splits(DataSettings.from_config({"results_dir": str(tmp_path / "results"), "data": {"name": "imagefolder", "root": str(tmp_path)}}), 16)
     (tmp_path / "train" / "ant").mkdir(parents=True)
     with pytest.raises(DataError, match="no images"):
-        build_splits(DataSettings.from_config({"data": {"name": "imagefolder", "root": str(tmp_path)}}), 16)
+        build_splits(DataSettings.from_config({"results_dir": str(tmp_path / "results"), "data": {"name": "imagefolder", "root": str(tmp_path)}}), 16)
 
 
 def test_tensor_dataset_rejects_bad_shape():

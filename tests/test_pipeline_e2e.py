@@ -222,6 +222,56 @@ def test_sigkill_during_a_round_resumes_to_the_same_archive(smk_project, tmp_pat
     assert (project / FINAL).read_text() == (smk_project / FINAL).read_text()
 
 
+def _pids_running(*words: str) -> list[int]:
+    """Processes whose command line holds every one of ``words``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if all(w.encode() in argv for w in words):
+                pids.append(int(entry.name))
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    """Process ``pid`` runs (an exited one nobody reaped yet, a zombie, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2:].split()[0] != "Z"
+
+
+def test_a_stage_stops_when_its_snakemake_is_sigkilled(smk_project, tmp_path):
+    project = tmp_path / "orphan"
+    shutil.copytree(smk_project, project, symlinks=True)
+    (project / "results/search/round_02/stats.json").unlink()  # round 2 (and what follows) reruns
+    proc = subprocess.Popen([str(BIN / "snakemake"), "--cores", "2", "--configfile", CONFIG], cwd=project,
+                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    lock = project / "results/locks/round_02.lock"
+    try:
+        deadline = time.time() + 300
+        while not lock.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        stages = _pids_running("search-round", "2")
+        assert lock.exists() and stages, "round 2 never started"
+        proc.kill()  # SIGKILL to Snakemake alone: its job gets no signal
+    finally:
+        proc.wait()
+    deadline = time.time() + 60
+    while any(_alive(pid) for pid in stages) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(pid) for pid in stages), "the stage outlived its Snakemake"
+    assert not (project / "results/search/round_02/stats.json").exists()
+    assert [p for p in (project / "results").rglob("*.tmp")] == []
+    run([str(BIN / "snakemake"), "--unlock", "--cores", "1", "--configfile", CONFIG], project)
+    snakemake(project, "--rerun-incomplete")
+    assert (project / FINAL).read_text() == (smk_project / FINAL).read_text()
+
+
 @pytest.fixture(scope="module")
 def dvc_project(tmp_path_factory):
     project = project_copy(tmp_path_factory.mktemp("dvc") / "repo")

@@ -244,9 +244,11 @@ class Policy:
         n, factor = self.n_initial, max(int(self.preprocess_factor), 1)
         key = "search.n_doe" + (f" x preprocess_factor {factor}" if factor > 1 else "")
         if n > space.size:
+            most = space.size // factor
+            fix = (f"set search.n_doe to at most {most:,} or widen the space" if most >= 2 else
+                   "widen the space (supernet.ks_list, expand_list, depth_list, space.resolutions)")
             raise UserError(f"{key} = {n:,} architectures for the initial archive, but the search "
-                            f"space holds only {space.size:,}; set search.n_doe to at most "
-                            f"{space.size // factor:,} or widen the space")
+                            f"space holds only {space.size:,}; {fix}")
         need = n * SAMPLE_BYTES_PER_ARCH
         if memory_bytes and need > memory_bytes:
             most = memory_bytes // (SAMPLE_BYTES_PER_ARCH * factor)

@@ -17,8 +17,10 @@ envvars:
 
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
-from natv2.config import ConfigError, load_config, merge, read_yaml  # noqa: E402
+from natv2.config import load_config, merge, read_yaml  # noqa: E402
+from natv2.errors import UserError, one_line  # noqa: E402
 from natv2.lifeline import WATCH_ENV, watch_token  # noqa: E402
+from natv2.pipeline.context import check_search_fits  # noqa: E402
 
 # Every job stops when this Snakemake dies, SIGKILL included (natv2.lifeline): no orphan stage.
 os.environ[WATCH_ENV] = watch_token()
@@ -41,11 +43,12 @@ def _as_given_here(path) -> str:
 CONFIG_FILES = [_as_given_here(p) for p in workflow.overwrite_configfiles] or ["config/config.yaml"]
 try:
     CFG = load_config(CONFIG_FILES)
+    check_search_fits(CFG)
     _from_files = {}
     for _path in CONFIG_FILES:
         _from_files = merge(_from_files, read_yaml(_path))
-except ConfigError as exc:
-    sys.exit(f"natv2: config error: {exc}")
+except UserError as exc:  # ConfigError is one
+    sys.exit(f"natv2: config error: {one_line(str(exc))}")
 if workflow.overwrite_configfiles and dict(config) != _from_files or not workflow.overwrite_configfiles and config:
     sys.exit("natv2: config error: --config KEY=VALUE overrides cannot reach the natv2 stages; "
              "put them in a YAML file and pass --configfile FILE")
