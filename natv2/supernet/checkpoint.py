@@ -16,6 +16,8 @@ Strictness (departure from OFA, which asserts or silently keeps defaults): an un
 a wrong shape or a missing key raises ``ValueError`` naming the first offending key (checkpoint
 order for unexpected/shape, network order for missing). The one tolerated gap is
 ``num_batches_tracked`` (absent from some old files, irrelevant with a fixed BN momentum).
+:func:`mismatches` lists every difference instead (how :mod:`.sources` tells which of the 8
+families a raw state dict is).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import struct
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -100,16 +102,24 @@ def unreadable_reason(path: Path, exc: BaseException) -> str:
         return ("the file is a web page (it starts with "
                 f"{head.lstrip()[:15].decode('ascii', 'replace')!r}), not a checkpoint: the server sent a "
                 "login or error page instead of the file")
-    found = re.search(r"GLOBAL [\w.]+", str(exc))
+    found = re.search(r"GLOBAL \w[\w.]*", str(exc))
     if found:  # weights_only's unpickler met a reference to code
         return (f"the file is a pickle that needs code beyond tensors to load ({found.group(0)}); natv2 "
                 "refuses it and never runs it: use a checkpoint that holds only tensors (a state_dict)")
-    cause = first_line(exc).split(". ")[0]
+    cause = _cause(exc)
     if head.startswith(_ZIP):
         return f"the PyTorch file is cut or damaged ({cause})"
     if head.startswith(_PICKLE) and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
         return f"the pickle is cut or damaged ({cause})"
     return f"the file is not a PyTorch checkpoint (it starts with {head[:8]!r})"
+
+
+def _cause(exc: BaseException) -> str:
+    """The first sentence of torch's error, or of its unpickler's when torch wrapped that in its
+    advice to load with ``weights_only=False`` (never repeated to the user)."""
+    inner = re.search(r"WeightsUnpickler error:\s*(.+)", str(exc))
+    text = inner.group(1) if inner else first_line(exc)
+    return text.split(". ")[0].strip()
 
 
 def _read(source: str | os.PathLike | Mapping) -> Mapping:
@@ -158,43 +168,86 @@ def _candidates(key: str) -> list[str]:
     return [key] + [key.replace(old, new) for old, new in LEGACY_RENAMES if old in key]
 
 
-def map_state_dict(state_dict: Mapping[str, Any],
-                   net: nn.Module | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Keys of ``state_dict`` renamed to ``net``'s, every shape checked; raises ``ValueError``
-    (naming the first offending key) on unexpected, duplicate, mis-shaped or missing keys.
+class Mismatch(NamedTuple):
+    """One way a state dict differs from a network's keys and shapes: ``kind`` is ``type``,
+    ``unexpected``, ``duplicate``, ``shape`` or ``missing``; ``key`` the key it is about; ``text``
+    one line on it and ``hint`` what it may mean (:func:`map_state_dict` raises both)."""
 
-    ``net`` may also be a mapping ``key -> tensor`` standing for the wanted keys and shapes
-    (e.g. the part of an OFAv2 super-network that OFA's checkpoints hold, see
-    :mod:`.warm_start`)."""
+    kind: str
+    key: str
+    text: str
+    hint: str = ""
+
+
+def raw_state_dict(payload: Mapping) -> Mapping[str, Any]:
+    """The state dict of a file that is not one of ours: ``payload`` itself, or OFA's
+    ``{"state_dict": ...}`` wrapper's, without a ``module.`` prefix every key has."""
+    inner = payload.get("state_dict")
+    state = inner if isinstance(inner, Mapping) else payload
+    if state and all(isinstance(k, str) and k.startswith("module.") for k in state):
+        return {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def mismatches(state_dict: Mapping[str, Any],
+               net: nn.Module | Mapping[str, torch.Tensor]) -> list[Mismatch]:
+    """Every way ``state_dict`` (renamed as :func:`map_state_dict` does) differs from ``net``'s
+    keys and shapes, in the order ``map_state_dict`` meets them; empty when it loads."""
+    return _map(state_dict, net)[1]
+
+
+def _map(state_dict: Mapping[str, Any], net: nn.Module | Mapping[str, torch.Tensor]
+         ) -> tuple[dict[str, torch.Tensor], list[Mismatch]]:
+    """The tensors of ``state_dict`` under ``net``'s keys that fit, and every mismatch."""
     target = net.state_dict() if isinstance(net, nn.Module) else net
     keys = list(state_dict)
     if keys and all(k.startswith("module.") for k in keys):
         state_dict = {k[len("module."):]: v for k, v in state_dict.items()}
     mapped: dict[str, torch.Tensor] = {}
     source_of: dict[str, str] = {}
+    found: list[Mismatch] = []
     for key, value in state_dict.items():
         if not isinstance(value, torch.Tensor):
-            raise UserError(f"checkpoint entry {key!r} is a {type(value).__name__}, not a tensor")
+            found.append(Mismatch("type", key, f"checkpoint entry {key!r} is a "
+                                               f"{type(value).__name__}, not a tensor"))
+            continue
         new = next((c for c in _candidates(key) if c in target), None)
         if new is None:
-            raise UserError(f"unexpected key {key!r} in checkpoint: the network has no such "
-                            f"parameter or buffer")
+            found.append(Mismatch("unexpected", key, f"unexpected key {key!r} in checkpoint",
+                                  ": the network has no such parameter or buffer"))
+            continue
         if new in source_of:
-            raise UserError(f"checkpoint keys {source_of[new]!r} and {key!r} both map to "
-                            f"{new!r}")
-        if tuple(value.shape) != tuple(target[new].shape):
-            raise UserError(
-                f"shape mismatch for key {key!r}: checkpoint {tuple(value.shape)} vs network "
-                f"{tuple(target[new].shape)} (a checkpoint for another width_mult or "
-                f"n_classes?)")
-        mapped[new] = value
+            found.append(Mismatch("duplicate", key, f"checkpoint keys {source_of[new]!r} and "
+                                                    f"{key!r} both map to {new!r}"))
+            continue
         source_of[new] = key
+        if tuple(value.shape) != tuple(target[new].shape):
+            found.append(Mismatch("shape", key, f"shape mismatch for key {key!r}: checkpoint "
+                                                f"{tuple(value.shape)} vs network "
+                                                f"{tuple(target[new].shape)}",
+                                  " (a checkpoint for another width_mult or n_classes?)"))
+            continue
+        mapped[new] = value
     for key, value in target.items():
-        if key not in mapped:
+        if key not in source_of:
             if key.endswith("num_batches_tracked"):
                 mapped[key] = value
             else:
-                raise UserError(f"missing key {key!r} in checkpoint")
+                found.append(Mismatch("missing", key, f"missing key {key!r} in checkpoint"))
+    return mapped, found
+
+
+def map_state_dict(state_dict: Mapping[str, Any],
+                   net: nn.Module | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Keys of ``state_dict`` renamed to ``net``'s, every shape checked; raises ``UserError``
+    (naming the first offending key) on unexpected, duplicate, mis-shaped or missing keys.
+
+    ``net`` may also be a mapping ``key -> tensor`` standing for the wanted keys and shapes
+    (e.g. the part of an OFAv2 super-network that OFA's checkpoints hold, see
+    :mod:`.warm_start`)."""
+    mapped, found = _map(state_dict, net)
+    if found:
+        raise UserError(found[0].text + found[0].hint)
     return mapped
 
 
