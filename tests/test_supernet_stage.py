@@ -260,7 +260,8 @@ def test_ofa_layout_checkpoint_of_another_width(tmp_path, capsys):
     path.parent.mkdir()
     torch.save({"state_dict": net.state_dict()}, path)
     rc, err = run_cli(tmp_path, capsys, source={"file": str(path)}, **SMALL)
-    assert_clean_failure(tmp_path, rc, err, "shape mismatch")
+    assert_clean_failure(tmp_path, rc, err, "holds a raw state_dict of an SE_B or SE_D super-network (width_mult 1.2, 10 classes)",
+                         "set supernet.width_mult: 1.2 or use a width_mult 1.0 checkpoint")
 
 
 def test_missing_file(tmp_path, capsys):
@@ -270,15 +271,16 @@ def test_missing_file(tmp_path, capsys):
 
 
 def test_a_diverging_phase_stops_with_one_line_and_writes_nothing(tmp_path, capsys):
-    """An infinite learning rate: the first update makes the weights non-finite, the next loss
-    is NaN, and training stops there; no checkpoint of the phase, no stage output."""
+    """A finite but absurd learning rate (an infinite one is refused by the config check): the
+    first update makes the weights non-finite, the next loss is NaN, and training stops there;
+    no checkpoint of the phase, no stage output."""
     phases = {p: {"epochs": 1, "subnets_per_step": 1} for p in PHASES}
-    phases["full"] = {"epochs": 2, "subnets_per_step": 1, "lr": float("inf")}
+    phases["full"] = {"epochs": 2, "subnets_per_step": 1, "lr": 1e30}
     rc, err = run_cli(tmp_path, capsys, train={"phases": phases})
     *before, line = err.splitlines()
     assert rc == 2 and all(PROGRESS_LINE.match(b) for b in before), err  # one line after progress
     assert re.fullmatch(r"natv2 supernet: error: supernet full: training loss is nan at step 2 \(epoch 1\); "
-                        r"nothing written for this phase; lower its learning rate \(now inf\)", line), err
+                        r"nothing written for this phase; lower its learning rate \(now 1e\+30\)", line), err
     results = tmp_path / "results"
     assert not (results / "supernet/supernet.pt").exists() and not (results / "supernet/supernet.json").exists()
     assert list((results / "supernet/work").glob("*.pt")) == []
