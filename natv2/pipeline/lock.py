@@ -36,14 +36,16 @@ def stage_lock(path: Path, what: str, active: bool = True) -> Iterator[None]:
         yield
         return
     path = Path(path)
+    made = [p for p in (path.parent, *path.parent.parents) if not p.exists()]  # deepest first
     fd = _acquire(path, what)
     try:
         os.pwrite(fd, (_owner_line() + "\n").encode(), 0)
         yield
     finally:
         path.unlink(missing_ok=True)  # while still held: a waiting opener sees another inode
-        with suppress(OSError):
-            path.parent.rmdir()  # the folder of locks goes with the last one
+        for folder in [path.parent, *made]:  # the folder of locks goes with the last one, and
+            with suppress(OSError):  # the folders the lock made, unless the stage wrote there
+                folder.rmdir()
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
 
