@@ -39,11 +39,11 @@ from torch import nn
 from natv2.errors import UserError
 from natv2.files import atomic_write, read_json, write_json
 from natv2.layout import ARCH_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE
+from natv2.onnx_export import export_onnx
 from natv2.records import FILES_KEY, check_recorded, open_set, record_files
 from natv2.train.finetune import HISTORY_COLUMNS
 
 EXPORT_FORMATS = ("onnx", "torchscript")
-ONNX_OPSET = 17
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -228,27 +228,7 @@ def load_model(model_dir: str | os.PathLike, exit: int | None = None
 
 # ----------------------------------------------------------------------------- export
 def _export_onnx(model: nn.Module, example: torch.Tensor, out: Path) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("onnx") is None:
-        raise UserError("ONNX export needs the 'onnx' package (pip install onnx), or use "
-                        "--format torchscript")
-    kwargs = dict(input_names=["input"], output_names=["logits"], opset_version=ONNX_OPSET)
-    try:  # the dynamo exporter (default in recent torch) needs onnxscript
-        import onnxscript  # noqa: F401
-
-        batch = torch.export.Dim("batch", min=1)
-        atomic_write(out, lambda tmp: torch.onnx.export(
-            model, (example,), str(tmp), dynamo=True, external_data=False,
-            dynamic_shapes=({0: batch},), **kwargs))
-        return
-    except Exception:  # any failure of the new exporter: use the legacy one
-        pass
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated, still works
-        atomic_write(out, lambda tmp: torch.onnx.export(
-            model, (example,), str(tmp), dynamo=False,
-            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, **kwargs))
+    atomic_write(out, lambda tmp: export_onnx(model, example, tmp))
 
 
 def export_model(model_dir: str | os.PathLike, out_path: str | os.PathLike,

@@ -7,6 +7,7 @@ import pytest
 
 from natv2.measure import count_macs, count_params
 from natv2.measure.cost import CostModel, LatencyModel, cheap_objectives_fn
+from natv2.measure.latency import LatencySettings
 from natv2.space import SearchSpace
 from natv2.supernet import build_supernet
 
@@ -53,7 +54,7 @@ def test_cheap_fn_and_latency_memo(net):
             calls.append(arch)
             return net.extract(arch)
 
-    latency = LatencyModel(Spy(), "cpu", runs=1, warmup=0)
+    latency = LatencyModel(Spy(), "cpu", LatencySettings("torch", threads=1, batch=1, warmup=0, runs=1))
     fn = cheap_objectives_fn(SPACE, ["params", "macs", "latency"], cost, latency)
     archs = SPACE.sample(2, seed=1)
     X = np.array([SPACE.to_vector(a) for a in archs] * 2)

@@ -32,6 +32,7 @@ per architecture, but two runs will not agree exactly.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
@@ -43,7 +44,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from natv2.supernet.static import build_static, is_chain, static_pieces
 
 from .counting import count_params
-from .latency import latency_ms
+from .latency import Latency, LatencySettings, measure_latency
 
 META = torch.device("meta")
 
@@ -138,24 +139,28 @@ class CostModel:
 
 
 class LatencyModel:
-    """Measured batch-1 latency (ms) per distinct architecture, memoised (slow and noisy)."""
+    """Measured latency (ms, :func:`~natv2.measure.latency.measure_latency` with ``settings``)
+    per distinct architecture, memoised (slow and noisy)."""
 
-    def __init__(self, supernet: Any, device: torch.device | str = "cpu", runs: int = 20,
-                 warmup: int = 5, key: Callable[[Any], Hashable] | None = None):
+    def __init__(self, supernet: Any, device: torch.device | str = "cpu",
+                 settings: LatencySettings | None = None,
+                 key: Callable[[Any], Hashable] | None = None):
         self.supernet = supernet
         self.device = torch.device(device)
-        self.runs = int(runs)
-        self.warmup = int(warmup)
+        self.settings = settings or dataclasses.replace(LatencySettings.from_config({}),
+                                                        threads=torch.get_num_threads())
         self.key = key or (lambda arch: arch)
-        self._memo: dict[Hashable, float] = {}
+        self._memo: dict[Hashable, Latency] = {}
 
-    def __call__(self, arch: Any) -> float:
+    def measure(self, arch: Any) -> Latency:
         k = self.key(arch)
         if k not in self._memo:
             sub = self.supernet.extract(arch)
-            self._memo[k] = latency_ms(sub, int(arch.resolution), self.device, self.runs,
-                                       self.warmup)
+            self._memo[k] = measure_latency(sub, int(arch.resolution), self.settings, self.device)
         return self._memo[k]
+
+    def __call__(self, arch: Any) -> float:
+        return self.measure(arch).median_ms
 
 
 def cheap_objectives_fn(space: Any, names: Sequence[str], cost: CostModel,

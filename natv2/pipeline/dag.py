@@ -37,7 +37,7 @@ _DATA = ("seed", "data", "space")
 _ADAPT_TRAIN = ("supernet.train.label_smoothing", "supernet.train.momentum", "supernet.train.weight_decay",
                 "supernet.train.progressive_teacher", "supernet.train.ensemble_weights")
 _INIT_SEARCH = ("search.policy", "search.seed", "search.n_doe", "search.objectives", "search.init", "search.preprocess_factor",
-                "search.sampler", "search.repair", "search.measure_latency", "search.latency_runs")
+                "search.sampler", "search.repair", "search.measure_latency", "latency")
 _ROUND_SEARCH = _INIT_SEARCH + (
     "search.candidates", "search.update", "search.predictor", "search.features", "search.pop_size",
     "search.n_gen", "search.crossover_prob", "search.mutation_eta", "search.subset_pop_size",
@@ -50,7 +50,8 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "finetune": _DATA + STRUCTURE + ("search.objectives", "finetune.n_high_tradeoff", "finetune.max_epochs",
                                      "finetune.patience", "finetune.optimizer", "finetune.lr", "finetune.momentum",
                                      "finetune.weight_decay", "finetune.label_smoothing", "finetune.warmup_epochs",
-                                     "finetune.batch_size", "finetune.measure_latency", "finetune.exit_ordering"),
+                                     "finetune.batch_size", "finetune.measure_latency", "finetune.exit_ordering",
+                                     "latency"),
     "report": ("report.param_budgets",),
 }
 

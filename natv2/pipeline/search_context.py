@@ -34,6 +34,7 @@ from natv2.files import file_sha256, first_line
 from natv2.layout import Layout
 from natv2.measure import Evaluator
 from natv2.measure.cost import CostModel, LatencyModel, cheap_objectives_fn
+from natv2.measure.latency import LatencySettings
 from natv2.pipeline.context import setup_stage, space_from_config
 from natv2.pipeline.eval_cache import CachedEvaluate, EvalCache, settings_hash
 from natv2.search.policy import Policy
@@ -94,6 +95,9 @@ class SearchContext:
                       "widths": list(space.widths), "ks": list(space.ks_list),
                       "e": list(space.expand_list), "d": list(space.depth_list)},
         }
+        self.latency_settings = LatencySettings.from_config(cfg)
+        if self.latency_on:  # a latency is reused only for the same settings on the same machine
+            self.eval_settings["latency"] = self.latency_settings.cache_key(self.device)
 
     # --------------------------------------------------------------------- timing
     @contextlib.contextmanager
@@ -122,8 +126,7 @@ class SearchContext:
         net = net.to(self.device).eval()
         self.loaded = LoadedNet(
             net, Path(path), file_sha256(path), CostModel(net),
-            LatencyModel(net, self.device, self.cfg["search"]["latency_runs"],
-                         key=self.space.encode))
+            LatencyModel(net, self.device, self.latency_settings, key=self.space.encode))
         if "evaluator" in self.__dict__:  # built for the previous network: point it here
             self.evaluator.supernet = net
         return self.loaded
@@ -168,7 +171,8 @@ class SearchContext:
     def _record(self, arch: Any) -> dict[str, Any]:
         rec = dict(self.evaluator(arch))
         if self.latency_on:
-            rec["latency_ms"] = float(self.loaded.latency(arch))
+            measured = self.loaded.latency.measure(arch)
+            rec["latency_ms"], rec["latency_iqr_ms"] = measured.median_ms, measured.iqr_ms
         return rec
 
     def cached_evaluate(self, net_sha: str, desc: str) -> CachedEvaluate:

@@ -146,6 +146,7 @@ def _init_archive(cfg: Mapping[str, Any], layout: Layout, net_file: Path, show_p
         "cache_hits": int(ctx.hits),
         "policy": ctx.policy.as_dict(),
         "supernet_sha256": loaded.sha256,
+        "latency": ctx.eval_settings.get("latency"),
         "steps": dict(ctx.steps),
     }
     open_set(layout.stats(0))
@@ -194,6 +195,7 @@ def _finish(ctx: SearchContext, k: int, new_archive: pd.DataFrame, cand: pd.Data
         "adaptation": adapted.record,
         "policy": ctx.policy.as_dict(),
         "input_supernet_sha256": input_sha,
+        "latency": ctx.eval_settings.get("latency"),
     }
     predictor = predictor_stats(meta, cand)
     if predictor is not None:

@@ -52,11 +52,11 @@ from natv2.errors import UserError
 from natv2.measure import (
     count_macs,
     count_params,
-    latency_ms,
     logits_of,
     recalibrate_bn,
     resolve_device,
 )
+from natv2.measure.latency import Latency, LatencySettings, measure_latency
 from natv2.progress import progress
 from natv2.seeds import step_seed
 from natv2.train.schedule import cosine_lr
@@ -90,6 +90,7 @@ class FinetuneSettings:
     num_workers: int
     measure_latency: bool
     exit_ordering: str | None
+    latency: LatencySettings
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> FinetuneSettings:
@@ -112,6 +113,7 @@ class FinetuneSettings:
             num_workers=int(data["num_workers"]),
             measure_latency=bool(ft["measure_latency"]),
             exit_ordering=ft["exit_ordering"],
+            latency=LatencySettings.from_config(cfg),
         )
 
 
@@ -132,6 +134,8 @@ class FinetuneResult:
     history: list[dict[str, Any]]
     settings: FinetuneSettings
     encoding: str | None = None
+    latency_iqr_ms: float | None = None
+    latency_measured: dict[str, Any] | None = None  # backend settings and machine (``latency:``)
 
     def metrics(self) -> dict[str, Any]:
         """The ``metrics.json`` content (DESIGN §3) plus step-1 details."""
@@ -142,6 +146,8 @@ class FinetuneResult:
             "params": self.params,
             "macs": self.macs,
             "latency_ms": self.latency_ms,
+            "latency_iqr_ms": self.latency_iqr_ms,
+            "latency": self.latency_measured,
             "best_epochs": self.best_epochs,
             "val_top1_best": self.val_top1_best,
             "epochs_step1": self.epochs_run,
@@ -315,11 +321,11 @@ def _train_early_stopping(run: _Run, val: Iterable, patience: int, show_progress
 
 def _measure_final(net: nn.Module, test: Iterable, r: int, device: torch.device,
                    s: FinetuneSettings, logits_fn: LogitsFn
-                   ) -> tuple[float, float | None, int, int]:
+                   ) -> tuple[float, Latency | None, int, int]:
     """Test top-1, latency (if measured), params and MACs of the step-2 network, which is left
     on the CPU in the layout ``load_model`` gives."""
     top1_after = accuracy(net, test, device, logits_fn)
-    lat = latency_ms(net, r, device) if s.measure_latency else None
+    lat = measure_latency(net, r, s.latency, device) if s.measure_latency else None
     net.eval()
     params, macs = count_params(net), count_macs(net, r)
     net.to("cpu", memory_format=torch.contiguous_format)
@@ -402,7 +408,9 @@ def finetune(
         epochs_run=int(epochs_run),
         params=int(params),
         macs=int(macs),
-        latency_ms=None if lat is None else float(lat),
+        latency_ms=None if lat is None else lat.median_ms,
+        latency_iqr_ms=None if lat is None else lat.iqr_ms,
+        latency_measured=None if lat is None else s.latency.cache_key(device),
         seconds=round(time.perf_counter() - start, 3),
         history=[{k: row[k] for k in HISTORY_COLUMNS} for row in history],
         settings=s,
