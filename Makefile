@@ -47,6 +47,7 @@ bench: $(BIN)/natv2
 	$(BIN)/python benchmarks/predictors.py --work $(BENCH_WORK)/search --markdown $(BENCH_MD)
 	$(BIN)/python benchmarks/scaling.py --supernet $(BENCH_SUPERNET) --work $(BENCH_WORK)/scaling --markdown $(BENCH_MD)
 	$(BIN)/python benchmarks/supernet_speed.py --threads 2 --resolutions 32 64 128 224 --markdown $(BENCH_MD)
+	$(BIN)/python benchmarks/latency.py --threads 2 --markdown $(BENCH_MD)
 	MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=4294967296 $(BIN)/python benchmarks/supernet_speed.py --threads 2 --resolutions 224 --markdown $(BENCH_MD) --block supernet_speed_malloc
 
 clean-results:

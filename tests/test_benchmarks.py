@@ -159,3 +159,20 @@ def test_pipeline_cost_parts(random_supernet, tmp_path):
     table = bench.stage_table(project)
     assert list(table["stage"]) == ["supernet", "search_round_01", "report"]
     assert table["max_rss"].tolist() == [800.5] * 3
+
+
+def test_latency_backends_block(tmp_path, capsys):
+    bench = load_script("latency")
+    md = tmp_path / "BENCHMARKS.md"
+    argv = ["--archs", "2", "--resolutions", "32", "--batches", "1", "2", "--runs", "2", "--warmup", "0",
+            "--threads", "1", "--markdown", str(md)]
+    assert bench.main(argv) == 0
+    out = capsys.readouterr().out
+    for batch in (1, 2):
+        assert re.search(rf"^32px b{batch}: torch \d+\.\d\d ms, torch CL \d+\.\d\d ms, onnxruntime \d+\.\d\d ms; "
+                         rf"onnxruntime/torch \d+\.\d\d, onnxruntime/torch CL \d+\.\d\d; at most half of torch: "
+                         rf"[0-2]/2$", out, re.M), out
+    text = md.read_text()
+    assert "python benchmarks/latency.py --archs 2" in text and text.count("<!-- latency:start -->") == 1
+    assert re.search(r"^\| 32 \| 2 \| \d+\.\d\d \| \d+\.\d\d \| \d+\.\d\d \| \d+\.\d\d \| \d+\.\d\d \| [0-2]/2 \|$",
+                     text, re.M), text
