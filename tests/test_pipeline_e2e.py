@@ -91,6 +91,8 @@ def test_pipeline_writes_every_stage_output(smk_project):
     for n in range(3):
         metrics = json.loads((res / f"finetune/rank_{n}/metrics.json").read_text())
         assert metrics.get("used", True) is False or {"top1_before", "top1_after", "params", "macs"} <= set(metrics)
+        if metrics.get("used", True):  # config/test.yaml asks for the INT8 measurement
+            assert 0 <= metrics["top1_int8"] <= 100 and metrics["int8_bytes"] > 0
     report = json.loads((res / "report/metrics.json").read_text())
     assert {"hypervolume", "best_top1", "best_top1_under"} <= set(report)
     assert (res / "report/index.html").stat().st_size > 10_000

@@ -96,6 +96,22 @@ def _finetune_slot(cfg: Mapping[str, Any], rank: int, encodings: list[str | None
                              world)
 
 
+def int8_metrics(model: torch.nn.Module, splits, settings: FinetuneSettings) -> dict[str, Any]:
+    """``top1_int8`` (test top-1, %) and ``int8_bytes`` of ``model`` quantised to INT8
+    (:mod:`natv2.measure.int8`, calibrated on the BN-calibration subset); a multi-exit model is
+    quantised as the weighted ensemble of its exits, what ``top1_after`` measured."""
+    from natv2.data.splits import calibration_batches
+    from natv2.measure.int8 import int8_top1, quantize_int8
+    from natv2.model import MultiExitModel
+    from natv2.train.finetune import eval_batches
+
+    net = MultiExitModel(model) if getattr(model, "multi_exit", False) else model
+    quantized = quantize_int8(net.eval(), calibration_batches(splits, splits.resolution))
+    test = eval_batches(splits.test, settings.eval_batch_size, settings.num_workers, settings.seed)
+    return {"top1_int8": int8_top1(quantized, test, settings.latency.threads),
+            "int8_bytes": quantized.size_bytes}
+
+
 def _run_finetune(cfg: Mapping[str, Any], rank: int, encoding: str, supernet_file, device,
                   show_progress: bool, world: World) -> dict:
     layout = Layout.from_config(cfg)
@@ -114,6 +130,8 @@ def _run_finetune(cfg: Mapping[str, Any], rank: int, encoding: str, supernet_fil
     if not world.writer:
         return {}
     metrics = {**result.metrics(), "used": True, "rank": rank, "encoding": encoding}
+    if cfg["finetune"]["measure_int8"]:
+        metrics.update(int8_metrics(result.model, splits, settings))
     info = {**arch_info(arch, encoding, splits), "exit_ordering": settings.exit_ordering if space.has_nd else None}
     save_finetuned(layout.rank_dir(rank), result.model, info, metrics, result.history)
     return metrics
