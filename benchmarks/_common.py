@@ -32,13 +32,9 @@ def cpu_model() -> str:
                 return line.split(":", 1)[1].strip()
     except (OSError, subprocess.CalledProcessError):
         pass
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+    from natv2.measure.latency import cpu_model as from_cpuinfo
+
+    return from_cpuinfo() or "unknown CPU"
 
 
 def load_average() -> str:

@@ -78,7 +78,8 @@ class Latency:
 
 
 @cache
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` says."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -90,7 +91,7 @@ def _cpu_model() -> str:
 
 def environment(backend: str) -> dict[str, str]:
     """The machine and the versions that measure with ``backend``."""
-    env = {"cpu": _cpu_model(), "platform": platform.platform(), "torch": torch.__version__}
+    env = {"cpu": cpu_model(), "platform": platform.platform(), "torch": torch.__version__}
     if backend == "onnxruntime":
         import onnxruntime
 
