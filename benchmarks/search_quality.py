@@ -50,6 +50,7 @@ from natv2.layout import Layout  # noqa: E402
 from natv2.pipeline.search_stage import run_init_archive, run_search_round  # noqa: E402
 from natv2.records import record_files  # noqa: E402
 from natv2.search import Reference, archive_hypervolume, read_archive  # noqa: E402
+from natv2.targets import param_limits  # noqa: E402
 
 SCRIPT = "benchmarks/search_quality.py"
 BLOCK = "search_quality"
@@ -310,7 +311,7 @@ def markdown_block(command: str, args: argparse.Namespace, cfg, budget: int,
                    rows: list[dict[str, Any]], runs: list[dict[str, Any]],
                    ref: Reference, seconds: float, load: str, plot_link: str) -> str:
     s = cfg["search"]
-    budgets = list(cfg["report"]["param_budgets"])
+    budgets = param_limits(cfg)
     return _common.block(
         BLOCK, command,
         f"{_common.machine_line(int(cfg['threads']))}; {seconds:.0f} s for the runs "
@@ -381,8 +382,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         kendall = [st["predictor"]["kendall"] for st in d["stats"][1:] if st.get("predictor")]
         runs.append({**d, "curve": curve, "final": final, "kendall": kendall,
                      "seconds": float(sum(st["seconds"] for st in d["stats"]))})
-    rows = summarise(runs, list(base["report"]["param_budgets"]))
-    print(table(rows, list(base["report"]["param_budgets"])))
+    rows = summarise(runs, param_limits(base))
+    print(table(rows, param_limits(base)))
     print("\n".join(verdicts(rows)))
     summary = {"budget": budget, "reference": ref.as_dict(), "runs": [
         {"variant": r["variant"], "seed": r["seed"], "results": str(r["results"]),

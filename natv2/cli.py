@@ -133,9 +133,10 @@ def _dvc_yaml(args: argparse.Namespace) -> None:
 def _export(args: argparse.Namespace) -> None:
     from natv2.model import export_model
 
-    default_name = "model.onnx" if args.format == "onnx" else "model.torchscript.pt"
-    out = args.output or str(Path(args.model_dir) / default_name)
-    path = export_model(args.model_dir, out, format=args.format)
+    # default: ./<folder>.onnx (the folder keeps the stage's own recorded model.onnx)
+    suffix = ".int8.onnx" if args.int8 else (".onnx" if args.format == "onnx" else ".torchscript.pt")
+    out = args.output or f"{Path(args.model_dir).resolve().name}{suffix}"
+    path = export_model(args.model_dir, out, format=args.format, int8=args.int8)
     print(f"export: wrote {path}")
 
 
@@ -177,7 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("export", _export, "export a fine-tuned model to ONNX or TorchScript", config=False)
     p.add_argument("model_dir", help="a fine-tuned model directory, e.g. results/finetune/rank_0")
     p.add_argument("--format", default="onnx", help="onnx or torchscript (default: %(default)s)")
-    p.add_argument("--output", help="output file (default: inside MODEL_DIR)")
+    p.add_argument("--output", help="output file (default: ./<MODEL_DIR name>.onnx, .int8.onnx or .torchscript.pt)")
+    p.add_argument("--int8", action="store_true",
+                   help="the INT8 ONNX model the finetune stage quantised and measured "
+                        "(finetune.measure_int8: true)")
     p = command("predict", _predict, "print the top classes of images for a fine-tuned model", config=False)
     p.add_argument("model_dir", help="a fine-tuned model directory, e.g. results/finetune/rank_0")
     p.add_argument("images", nargs="+", help="image files")

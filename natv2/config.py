@@ -21,6 +21,7 @@ from jsonschema import validators
 
 from natv2.errors import UserError
 from natv2.files import first_line
+from natv2.targets import targets_from_config
 
 DEFAULT_CONFIG_PATH = Path("config/config.yaml")
 
@@ -102,6 +103,10 @@ def validate(raw: Mapping[str, Any]) -> Config:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"a config must be a mapping of keys to values, got {type(raw).__name__}")
     data = copy.deepcopy(dict(raw))
+    if isinstance(data.get("report"), Mapping) and "param_budgets" in data["report"]:
+        budgets = data["report"]["param_budgets"]
+        raise ConfigError(f"config key 'report.param_budgets' ({budgets!r}) was replaced by targets; "
+                          "write e.g. targets: [{params: 1000000}, {params: 3000000}]")
     validator = _FillingValidator(schema())
     errors = sorted(validator.iter_errors(data), key=lambda e: (len(e.absolute_path), e.path))
     if errors:
@@ -142,6 +147,10 @@ def check_semantics(cfg: Config) -> None:
     if finetune["slots"] > search["n_doe"]:
         raise ConfigError(f"config key 'finetune.slots': {finetune['slots']} is more than search.n_doe "
                           f"({search['n_doe']}); allowed: 1..{search['n_doe']}")
+    targets = targets_from_config(cfg)
+    if len(targets) > finetune["slots"]:
+        raise ConfigError(f"config key 'finetune.slots': {finetune['slots']} leaves no slot for some of the "
+                          f"{len(targets)} targets; allowed: {len(targets)}..{search['n_doe']} (one slot per target)")
     if isinstance(source, Mapping) and "pretrained" in source:
         lo, hi = PRETRAINED_RESOLUTIONS
         bad = [r for r in cfg["space"]["resolutions"] if not lo <= r <= hi]

@@ -13,8 +13,12 @@ takes ``results_dir`` from a config.
                                                         stage search_round (K = 1..search.rounds)
     <results>/search/round_KK/proposed.csv, proposed.json, shard_I.csv
                                                         scatter/gather steps (search.shards > 1)
-    <results>/finetune/rank_N/model.pt, arch.json, history.csv, metrics.json
-                                                        stage finetune (N = 0..finetune.slots-1)
+    <results>/finetune/rank_N/model.pt, arch.json, history.csv, card.md, card.json, metrics.json
+                                                        stage finetune (N = 0..finetune.slots-1);
+                                                        also model.onnx (+ model_int8.onnx with
+                                                        finetune.measure_int8), recorded in
+                                                        metrics.json, no named output (an unused
+                                                        slot has none)
     <results>/report/index.html, pareto.png, hypervolume.png, metrics.json, pareto.csv
     <results>/cache/evaluations/*.jsonl, cache/adapted/*.pt   resumable work, no stage's output
     <results>/locks/<set>.lock      held (flock) by the process writing a stage's set, its pid inside
@@ -35,11 +39,17 @@ MODEL_FILE = "model.pt"
 ARCH_FILE = "arch.json"
 HISTORY_FILE = "history.csv"
 METRICS_FILE = "metrics.json"
+#: the model card of a fine-tune slot (natv2.cards), Markdown and JSON
+CARD_MD_FILE = "card.md"
+CARD_JSON_FILE = "card.json"
+#: the fine-tuned network exported to ONNX by the finetune stage, FP32 and INT8
+ONNX_FILE = "model.onnx"
+INT8_ONNX_FILE = "model_int8.onnx"
 
 ROUND0_FILES = ("archive.csv", "evaluated.csv", "stats.json")
 ROUND_FILES = ("archive.csv", "candidates.csv", "stats.json", "supernet.pt")
 PROPOSED_FILES = ("proposed.csv", "proposed.json")
-RANK_FILES = (MODEL_FILE, ARCH_FILE, HISTORY_FILE, METRICS_FILE)
+RANK_FILES = (MODEL_FILE, ARCH_FILE, HISTORY_FILE, CARD_MD_FILE, CARD_JSON_FILE, METRICS_FILE)
 #: the report's page and figures; its DVC metrics and plot files are REPORT_METRICS / REPORT_PLOTS
 REPORT_FILES = ("index.html", "pareto.png", "hypervolume.png")
 REPORT_METRICS = "metrics.json"

@@ -38,7 +38,7 @@ from torch import nn
 
 from natv2.errors import UserError
 from natv2.files import atomic_write, read_json, write_json
-from natv2.layout import ARCH_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE
+from natv2.layout import ARCH_FILE, HISTORY_FILE, INT8_ONNX_FILE, METRICS_FILE, MODEL_FILE
 from natv2.onnx_export import export_onnx
 from natv2.records import FILES_KEY, check_recorded, open_set, record_files
 from natv2.train.finetune import HISTORY_COLUMNS
@@ -50,6 +50,7 @@ __all__ = [
     "MultiExitModel",
     "arch_info",
     "export_model",
+    "export_network",
     "load_model",
     "make_preprocess",
     "predict",
@@ -93,11 +94,13 @@ def _write_history(path: Path, rows: Sequence[Mapping[str, Any]]) -> Path:
 
 def save_finetuned(out_dir: str | os.PathLike, model: nn.Module, arch_info: Mapping[str, Any],
                    metrics: Mapping[str, Any],
-                   history_rows: Sequence[Mapping[str, Any]]) -> Path:
+                   history_rows: Sequence[Mapping[str, Any]],
+                   extra_files: Sequence[Path] = ()) -> Path:
     """Write ``model.pt``, ``arch.json``, ``history.csv`` and ``metrics.json`` into ``out_dir``
     (each atomically; the old ``metrics.json`` removed first and the new one, recording the
-    other three files (:mod:`natv2.records`), written last, so a directory with ``metrics.json``
-    is complete). Returns ``out_dir``."""
+    other three files and ``extra_files`` (already written by the caller, after it removed the
+    old ``metrics.json``; :mod:`natv2.records`), written last, so a directory with
+    ``metrics.json`` is complete). Returns ``out_dir``."""
     from natv2.supernet import save_checkpoint
 
     out = Path(out_dir)
@@ -110,7 +113,7 @@ def save_finetuned(out_dir: str | os.PathLike, model: nn.Module, arch_info: Mapp
                     extra={"encoding": info.get("encoding"), "resolution": info["resolution"]})
     _write_history(out / HISTORY_FILE, history_rows)
     write_json(out / ARCH_FILE, info)
-    written = record_files(out / MODEL_FILE, out / HISTORY_FILE, out / ARCH_FILE,
+    written = record_files(out / MODEL_FILE, out / HISTORY_FILE, out / ARCH_FILE, *extra_files,
                            rows={HISTORY_FILE: len(history_rows)})
     write_json(out / METRICS_FILE, {**metrics, FILES_KEY: written})
     return out
@@ -231,14 +234,48 @@ def _export_onnx(model: nn.Module, example: torch.Tensor, out: Path) -> None:
     atomic_write(out, lambda tmp: export_onnx(model, example, tmp))
 
 
+def export_network(model: nn.Module, resolution: int, out: str | os.PathLike) -> Path:
+    """Write ``model`` (eval mode, CPU) to ``out`` as ONNX, as :func:`export_model` does
+    (traced on a batch of 2 zero images of ``resolution`` px, batch axis dynamic); atomic."""
+    out = Path(out)
+    model = model.to("cpu").eval()
+    with torch.no_grad():
+        _export_onnx(model, torch.zeros(2, 3, int(resolution), int(resolution)), out)
+    return out
+
+
+def _export_int8(model_dir: str | os.PathLike, out: Path, format: str, exit: int | None) -> Path:
+    """Copy the slot's recorded ``model_int8.onnx`` (the model whose ``top1_int8`` the stage
+    measured) to ``out``, checked against ``metrics.json``."""
+    if format != "onnx" or exit is not None:
+        raise UserError("--int8 exports the INT8 ONNX model the finetune stage measured: only "
+                        "with --format onnx and the default (ensemble) exit")
+    path = _model_dir(model_dir)
+    src = path / INT8_ONNX_FILE
+    if not src.is_file():
+        raise UserError(f"{path} has no {INT8_ONNX_FILE}; fine-tune with finetune.measure_int8: "
+                        "true to quantise it (the INT8 model is the one whose top1_int8 is measured)")
+    if (path / METRICS_FILE).is_file():
+        check_recorded(src, path / METRICS_FILE, "natv2 finetune --rank N")
+    data = src.read_bytes()
+    atomic_write(out, lambda tmp: tmp.write_bytes(data))
+    return out
+
+
 def export_model(model_dir: str | os.PathLike, out_path: str | os.PathLike,
-                 format: str = "onnx", exit: int | None = None) -> Path:
+                 format: str = "onnx", exit: int | None = None, int8: bool = False) -> Path:
     """Export a fine-tuned model to ONNX (opset 17, dynamic batch axis; input ``input``
     ``[B, 3, R, R]`` normalised as ``arch.json`` says, output ``logits``) or TorchScript
     (``torch.jit.trace``). Written atomically; returns ``out_path``. Multi-exit models export
-    the output of :func:`load_model` with the same ``exit`` (default: the ensemble logits)."""
+    the output of :func:`load_model` with the same ``exit`` (default: the ensemble logits).
+    ``int8``: the INT8 ONNX model the finetune stage quantised and measured
+    (``finetune.measure_int8``), same input and output."""
     if format not in EXPORT_FORMATS:
         raise UserError(f"unknown export format {format!r}; valid: {', '.join(EXPORT_FORMATS)}")
+    if Path(out_path).is_dir():
+        raise UserError(f"export path {out_path} is a directory; give a file name")
+    if int8:
+        return _export_int8(model_dir, Path(out_path), format, exit)
     model, _ = load_model(model_dir, exit)
     r = int(read_arch(model_dir)["resolution"])
     example = torch.zeros(2, 3, r, r)

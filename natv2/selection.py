@@ -21,12 +21,20 @@ pymoo's decision making. The fine-tune stage has a fixed number of rank slots (a
 
 Every step is deterministic (stable sorts, ties by encoding), so the same archive gives the
 same slots.
+
+With deployment targets (:mod:`natv2.targets`), :func:`select_slots` gives the first
+``len(targets)`` slots to the targets, in their order: each the most accurate architecture of
+the archive that meets its target (:func:`choose_for_target`; ties by fewer parameters, then
+encoding), or, when none does, the closest one (smallest ``value / limit``), marked unmet. The
+other ``slots - len(targets)`` slots take :func:`select_for_finetune` of the archive without the
+targets' architectures (no network is fine-tuned twice).
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -39,8 +47,10 @@ with warnings.catch_warnings():  # pymoo imports scipy's deprecated ``ckdtree`` 
 from natv2.errors import UserError
 from natv2.search.archive import objectives as objective_matrix
 from natv2.search.survival import pareto_front_mask
+from natv2.targets import Target
 
-__all__ = ["high_tradeoff_points", "select_for_finetune", "tradeoff_measure"]
+__all__ = ["SlotChoice", "choose_for_target", "high_tradeoff_points", "select_for_finetune",
+           "select_slots", "tradeoff_measure"]
 
 
 def _normalise(F: np.ndarray) -> np.ndarray:
@@ -154,3 +164,68 @@ def select_for_finetune(
         candidates = [i for i in order if i in set(chosen)]
     out: list[str | None] = [enc[i] for i in candidates]
     return out + [None] * (int(slots) - len(out))
+
+
+@dataclass(frozen=True)
+class SlotChoice:
+    """What one fine-tune slot gets: an ``encoding`` (``None``: unused), the ``target`` it answers
+    (``None``: a front slot), whether the archive's architecture ``met`` it, and the archive's
+    ``value`` of the target's metric for it."""
+
+    encoding: str | None
+    target: Target | None = None
+    met: bool | None = None
+    value: float | None = None
+
+    def describe(self) -> dict | None:
+        """The slot's target record (``metrics.json`` ``target``), ``None`` for a front slot."""
+        if self.target is None:
+            return None
+        return {**self.target.as_dict(), "met_in_archive": self.met, "archive_value": self.value}
+
+
+def _dedup(archive_df: pd.DataFrame) -> pd.DataFrame:
+    df = archive_df.copy()
+    df["arch"] = df["arch"].astype(str)
+    return df.drop_duplicates("arch", keep="last").reset_index(drop=True)
+
+
+def choose_for_target(archive_df: pd.DataFrame, target: Target) -> SlotChoice:
+    """The most accurate row of ``archive_df`` meeting ``target`` (ties: fewer params, then
+    encoding); the closest row (smallest ``value / limit``, then most accurate) with
+    ``met=False`` when none does; ``SlotChoice(None, target)`` for an archive without values."""
+    if target.column not in archive_df.columns:
+        raise UserError(f"target {target.name!r}: the archive has no {target.column} column; "
+                        f"it is recorded when {target.metric} is measured in the search")
+    df = _dedup(archive_df)
+    value = pd.to_numeric(df[target.column], errors="coerce").to_numpy(dtype=float)
+    known = np.isfinite(value)
+    if not known.any():
+        return SlotChoice(None, target, False, None)
+    top1 = pd.to_numeric(df["top1"]).to_numpy(dtype=float)
+    params = pd.to_numeric(df["params"]).to_numpy(dtype=float)
+    enc = df["arch"].tolist()
+    rows = np.flatnonzero(known)
+    meeting = [i for i in rows if value[i] <= target.limit]
+    if meeting:
+        best = min(meeting, key=lambda i: (-top1[i], params[i], enc[i]))
+        return SlotChoice(enc[best], target, True, float(value[best]))
+    closest = min(rows, key=lambda i: (value[i], -top1[i], enc[i]))
+    return SlotChoice(enc[closest], target, False, float(value[closest]))
+
+
+def select_slots(archive_df: pd.DataFrame, slots: int, n_high_tradeoff: int,
+                 objectives: Sequence[str] = ("top1", "params"),
+                 targets: Sequence[Target] = ()) -> list[SlotChoice]:
+    """The ``slots`` fine-tune slots: one per target first, then the front (module docstring)."""
+    targets = tuple(targets)
+    if len(targets) > slots:
+        raise UserError(f"finetune slots: {slots} leaves no slot for some of the {len(targets)} targets")
+    chosen = [choose_for_target(archive_df, t) for t in targets]
+    taken = {c.encoding for c in chosen if c.encoding is not None}
+    rest = int(slots) - len(chosen)
+    if rest == 0:
+        return chosen
+    others = archive_df[~archive_df["arch"].astype(str).isin(taken)] if taken else archive_df
+    front = select_for_finetune(others, rest, n_high_tradeoff, objectives)
+    return chosen + [SlotChoice(e) for e in front]

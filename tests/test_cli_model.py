@@ -79,3 +79,34 @@ def test_finetune_rank_outside_the_slots(tmp_path, capsys):
     assert main(["finetune", "--rank", "1", "--config", str(config)]) == 2
     one_line_error(capsys, "round_30/archive.csv", "natv2 search-round --round 30")
     assert not (tmp_path / "results").exists()
+
+
+def test_export_int8_copies_the_recorded_int8_model(tmp_path, capsys, monkeypatch):
+    """`natv2 export --int8` writes the INT8 model the finetune stage measured, checked against
+    metrics.json; without one it says how to get it; a changed file is refused."""
+    from natv2.measure.int8 import quantize_int8
+
+    torch.manual_seed(0)
+    splits = build_splits(DataSettings.from_config({"seed": 0, "data": {"name": "digits"}}), R)
+    arch = SPACE.smallest()
+    model = build_supernet("SE_B", n_classes=10).extract(arch).eval()
+    enc = SPACE.encode(arch)
+    rank = tmp_path / "rank_4"
+    rank.mkdir()
+    metrics = {"encoding": enc, "top1_after": 20.0, "params": 1, "macs": 2}
+    assert main(["export", str(save_finetuned(rank, model, arch_info(arch, enc, splits), metrics, [])),
+                 "--int8", "--output", str(tmp_path / "x.onnx")]) == 2
+    one_line_error(capsys, "no model_int8.onnx", "finetune.measure_int8: true")
+    int8 = rank / "model_int8.onnx"
+    int8.write_bytes(quantize_int8(model, [torch.randn(4, 3, R, R)]).onnx)
+    save_finetuned(rank, model, arch_info(arch, enc, splits), metrics, [], extra_files=[int8])
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", str(rank), "--int8"]) == 0  # default: ./rank_4.int8.onnx
+    assert (tmp_path / "rank_4.int8.onnx").read_bytes() == int8.read_bytes()
+    assert "rank_4.int8.onnx" in capsys.readouterr().out
+    assert main(["export", str(rank), "--int8", "--format", "torchscript"]) == 2
+    one_line_error(capsys, "--int8", "--format onnx")
+    int8.write_bytes(int8.read_bytes()[:-10])
+    assert main(["export", str(rank), "--int8", "--output", "y.onnx"]) == 2
+    one_line_error(capsys, "model_int8.onnx", "natv2 finetune --rank N")
+    assert not (tmp_path / "y.onnx").exists()

@@ -4,6 +4,7 @@ and sharing results through a DVC remote. Each pipeline run takes about a minute
 from __future__ import annotations
 
 import filecmp
+import hashlib
 import json
 import os
 import re
@@ -94,7 +95,26 @@ def test_pipeline_writes_every_stage_output(smk_project):
         if metrics.get("used", True):  # config/test.yaml asks for the INT8 measurement
             assert 0 <= metrics["top1_int8"] <= 100 and metrics["int8_bytes"] > 0
     report = json.loads((res / "report/metrics.json").read_text())
-    assert {"hypervolume", "best_top1", "best_top1_under"} <= set(report)
+    assert {"hypervolume", "best_top1", "targets"} <= set(report)
+    cfg = load_config(smk_project / CONFIG)
+    assert [t["name"] for t in report["targets"]] == [t["name"] for t in cfg["targets"]] == ["small", "light"]
+    for row in report["targets"]:  # each target's slot: the measured value decides the verdict
+        metrics = json.loads((res / f"finetune/rank_{row['rank']}/metrics.json").read_text())
+        assert row["measured"] == metrics[row["metric"]] and row["met"] == (row["measured"] <= row["limit"])
+        assert metrics["target"]["name"] == row["name"] and metrics["target"]["met"] == row["met"]
+        assert (res / "report" / row["card"]).resolve() == (res / f"finetune/rank_{row['rank']}/card.md")
+    for n in range(3):  # a card per slot, its files' sha256 those on disk
+        card = json.loads((res / f"finetune/rank_{n}/card.json").read_text())
+        assert (card["target"] is None) == (n >= len(cfg["targets"]))
+        assert "Model card" in (res / f"finetune/rank_{n}/card.md").read_text()
+        if card["used"]:
+            assert set(card["files"]) == {"model.onnx", "model_int8.onnx"}
+            for name, rec in card["files"].items():
+                data = (res / f"finetune/rank_{n}" / name).read_bytes()
+                assert rec["sha256"] == hashlib.sha256(data).hexdigest() and rec["bytes"] == len(data)
+                assert rec["onnxruntime_ms"] > 0
+    html = (res / "report/index.html").read_text()
+    assert 'id="targets"' in html and 'href="../finetune/rank_0/card.md"' in html
     assert (res / "report/index.html").stat().st_size > 10_000
     assert (smk_project / "logs/benchmarks/supernet.tsv").exists()
 

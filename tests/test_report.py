@@ -18,15 +18,18 @@ import pytest
 
 from natv2.errors import UserError
 from natv2.report import OUTPUTS, ReportSettings, build_report
+from natv2.targets import parse_targets
 
 CHROMIUM = "/usr/bin/chromium"
-BUDGETS = [600_000, 900_000, 10_000_000]
+# slot 0 meets its target, slot 1's latency is not measured, slot 2 misses its MACs target
+TARGETS = parse_targets([{"params": 600_000}, {"latency_ms": 2.0, "name": "fast"},
+                         {"macs": 5_000_000}])
 CONFIG = {
     "name": "fake <run> & 'quotes'",
     "supernet": {"family": "SE_B", "source": "train"},
     "search": {"policy": "natv2", "rounds": 2, "objectives": ["top1", "params"]},
     "finetune": {"slots": 4},
-    "report": {"param_budgets": BUDGETS},
+    "targets": [t.as_dict() for t in TARGETS],
 }
 COLUMNS = ["arch", "top1", "params", "macs", "latency_ms", "round", "origin",
            "predicted_top1", "r", "w", "d", "nd"]
@@ -93,7 +96,8 @@ def make_results(root: Path, rounds: int = 2, finetune: bool = True) -> Path:
             enc = f"0{n}0<enc&{n}>"
             metrics = {"top1_before": after - 5, "top1_after": after, "params": params,
                        "macs": params * 9, "latency_ms": None if n == 1 else 1.5 + n,
-                       "encoding": enc, "seconds": 10.0 + n}
+                       "encoding": enc, "seconds": 10.0 + n,
+                       "target": {**TARGETS[n].as_dict(), "met_in_archive": n != 2}}
             _json(root / "finetune" / f"rank_{n}" / "metrics.json", metrics)
             _json(root / "finetune" / f"rank_{n}" / "arch.json", {
                 "encoding": enc, "family": "SE_B", "width_mult": 1.0, "resolution": 32,
@@ -107,7 +111,7 @@ def make_results(root: Path, rounds: int = 2, finetune: bool = True) -> Path:
 def built(tmp_path_factory):
     root = make_results(tmp_path_factory.mktemp("results"))
     out = root / "report"
-    metrics = build_report(root, out, CONFIG, ReportSettings(tuple(BUDGETS), 2, 4))
+    metrics = build_report(root, out, CONFIG, ReportSettings(TARGETS, 2, 4))
     return root, out, metrics
 
 
@@ -153,13 +157,19 @@ def test_outputs_and_metrics(built):
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
     on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk == metrics
-    assert set(metrics) == {"hypervolume", "best_top1", "best_top1_under", "n_evaluated",
-                            "rounds"}
+    assert set(metrics) == {"hypervolume", "best_top1", "targets", "n_evaluated", "rounds"}
     assert metrics["hypervolume"] == pytest.approx(0.51)
     assert metrics["rounds"] == 2
     assert metrics["n_evaluated"] == 14 + 4 + 4  # duplicate candidates counted once
     assert metrics["best_top1"] == 95.0
-    assert metrics["best_top1_under"] == {"600000": 88.5, "900000": 92.25, "10000000": 95.0}
+    rows = metrics["targets"]
+    assert [r["name"] for r in rows] == ["params <= 600k", "fast", "macs <= 5M"]
+    assert [r["rank"] for r in rows] == [0, 1, 2]
+    assert [r["measured"] for r in rows] == [500_000, None, 9_900_000]
+    assert [r["met"] for r in rows] == [True, None, False]
+    assert [r["met_in_archive"] for r in rows] == [True, True, False]
+    assert [r["top1_fp32"] for r in rows] == [88.5, 92.25, 95.0]
+    assert rows[0]["card"] == os.path.join("..", "finetune", "rank_0", "card.md")
     for name in ("pareto.png", "hypervolume.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -185,6 +195,11 @@ def test_html_content(built):
     text = (out / "index.html").read_text()
     page = _parse(text)
     assert page.rows["finetuned"] == 3
+    assert page.rows["targets"] == 3
+    assert '<a href="../finetune/rank_0/card.md">card</a>' in text
+    assert "met: params 500,000 &lt;= 600,000" in text
+    assert "not met: macs" in text and "latency_ms not measured" in text
+    assert "no architecture of the final archive met it" in text  # slot 2: the closest one
     assert page.rows["front"] >= 1
     assert len(page.imgs) == 3 and all(s.startswith("data:image/png;base64,") for s in page.imgs)
     assert not re.search(r"""(src|href)=["']?(https?:|//)""", text)
@@ -200,7 +215,7 @@ def test_html_content(built):
 
 def test_deterministic(built, tmp_path):
     root, out, _ = built
-    build_report(root, tmp_path / "again", CONFIG, ReportSettings(tuple(BUDGETS), 2, 4))
+    build_report(root, tmp_path / "again", CONFIG, ReportSettings(TARGETS, 2, 4))
     for name in OUTPUTS:
         assert (tmp_path / "again" / name).read_bytes() == (out / name).read_bytes(), name
 
@@ -209,9 +224,11 @@ def test_missing_optional_inputs(tmp_path):
     root = make_results(tmp_path / "r", rounds=0, finetune=False)
     (root / "supernet" / "supernet.json").unlink()
     (root / "search" / "round_00" / "stats.json").unlink()
-    metrics = build_report(root, tmp_path / "out", {}, ReportSettings((1000,), 0, 0))
-    assert metrics == {"hypervolume": None, "best_top1": None,
-                       "best_top1_under": {"1000": None}, "n_evaluated": 14, "rounds": 0}
+    metrics = build_report(root, tmp_path / "out", {}, ReportSettings(parse_targets([{"params": 1000}]), 0, 0))
+    assert metrics["targets"][0]["finetuned"] is False and metrics["targets"][0]["met"] is None
+    assert metrics["targets"][0]["card"] is None
+    del metrics["targets"]
+    assert metrics == {"hypervolume": None, "best_top1": None, "n_evaluated": 14, "rounds": 0}
     text = (tmp_path / "out" / "index.html").read_text()
     assert _parse(text).rows["finetuned"] == 0
     assert text.count("not available") >= 4
@@ -221,19 +238,19 @@ def test_reads_only_the_rounds_and_slots_it_is_told(tmp_path):
     """Folders left by an earlier run with more rounds or slots are not shown: the final archive
     is that of round ``rounds`` (the one fine-tuning used), and slot 3 is beyond ``slots``."""
     root = make_results(tmp_path / "r", rounds=3)
-    metrics = build_report(root, tmp_path / "out", CONFIG, ReportSettings(tuple(BUDGETS), 2, 3))
+    metrics = build_report(root, tmp_path / "out", CONFIG, ReportSettings(TARGETS, 2, 3))
     assert metrics["rounds"] == 2
     assert metrics["hypervolume"] == pytest.approx(0.41 + 0.05 * 2)
     text = (tmp_path / "out" / "index.html").read_text()
     assert ">search_round 3<" not in text and ">search_round 2<" in text
     assert "only 3 non-dominated architectures" not in text  # rank_3, beyond the 3 slots
-    full = build_report(root, tmp_path / "all", CONFIG, ReportSettings(tuple(BUDGETS), 3, 4))
+    full = build_report(root, tmp_path / "all", CONFIG, ReportSettings(TARGETS, 3, 4))
     assert full["rounds"] == 3 and full["hypervolume"] == pytest.approx(0.41 + 0.05 * 3)
 
 
 def test_missing_archive_is_user_error(tmp_path):
     with pytest.raises(UserError) as exc:
-        build_report(tmp_path / "nothing", tmp_path / "out", CONFIG, ReportSettings(tuple(BUDGETS), 2, 4))
+        build_report(tmp_path / "nothing", tmp_path / "out", CONFIG, ReportSettings(TARGETS, 2, 4))
     msg = str(exc.value)
     assert "\n" not in msg
     assert str(tmp_path / "nothing" / "search" / "round_00" / "archive.csv") in msg

@@ -19,7 +19,7 @@ import platform
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from functools import cache
 from pathlib import Path
@@ -136,8 +136,6 @@ def _torch_latency(model: nn.Module, x: torch.Tensor, settings: LatencySettings,
 
 
 def _onnxruntime_latency(model: nn.Module, x: torch.Tensor, settings: LatencySettings) -> Latency:
-    import onnxruntime
-
     from natv2.onnx_export import export_onnx
 
     model.to("cpu").eval()
@@ -145,21 +143,35 @@ def _onnxruntime_latency(model: nn.Module, x: torch.Tensor, settings: LatencySet
         path = Path(tmp) / "net.onnx"
         with torch.no_grad():
             export_onnx(model, x[:1], path)
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = settings.threads
-        options.inter_op_num_threads = 1
-        session = onnxruntime.InferenceSession(str(path), options,
-                                               providers=["CPUExecutionProvider"])
+        return onnx_latency(path.read_bytes(), tuple(x.shape[1:]), settings)
+
+
+def onnx_latency(onnx: bytes, sample_shape: Sequence[int], settings: LatencySettings) -> Latency:
+    """The latency of an ONNX model (its bytes, e.g. an exported or INT8 file) in an onnxruntime
+    ``InferenceSession`` (CPU, ``settings.threads`` intra-op threads, one inter-op), on a batch
+    of ``settings.batch`` inputs of ``sample_shape`` (e.g. ``(3, R, R)``): what the
+    ``onnxruntime`` backend times."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = settings.threads
+    options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(onnx, options, providers=["CPUExecutionProvider"])
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(settings.batch, *(int(n) for n in sample_shape), generator=generator)
     feed = {session.get_inputs()[0].name: x.numpy()}
     return _timed(lambda: session.run(None, feed), settings)
 
 
-def measure_latency(model: nn.Module, resolution: int, settings: LatencySettings,
-                    device: torch.device | str = "cpu") -> Latency:
+def measure_latency(model: nn.Module, resolution: int | None, settings: LatencySettings,
+                    device: torch.device | str = "cpu",
+                    sample_shape: Sequence[int] | None = None) -> Latency:
     """The latency of ``model`` on ``resolution`` px inputs with ``settings`` (the ``torch``
-    backend on ``device``; ``onnxruntime`` on the CPU)."""
+    backend on ``device``; ``onnxruntime`` on the CPU). ``sample_shape`` (one example's shape,
+    e.g. a network piece's ``(C, H, W)``) replaces ``3 x resolution x resolution``."""
     generator = torch.Generator().manual_seed(0)
-    x = torch.randn(settings.batch, 3, int(resolution), int(resolution), generator=generator)
+    shape = (3, int(resolution), int(resolution)) if sample_shape is None else sample_shape
+    x = torch.randn(settings.batch, *(int(n) for n in shape), generator=generator)
     if settings.backend == "onnxruntime":
         return _onnxruntime_latency(model, x, settings)
     return _torch_latency(model, x, settings, torch.device(device))

@@ -37,7 +37,10 @@ _DATA = ("seed", "data", "space")
 _ADAPT_TRAIN = ("supernet.train.label_smoothing", "supernet.train.momentum", "supernet.train.weight_decay",
                 "supernet.train.progressive_teacher", "supernet.train.ensemble_weights")
 _INIT_SEARCH = ("search.policy", "search.seed", "search.n_doe", "search.objectives", "search.init", "search.preprocess_factor",
-                "search.sampler", "search.repair", "search.measure_latency", "latency")
+                "search.sampler", "search.repair", "search.measure_latency", "latency",
+                # a latency target measures every evaluated architecture's latency; with
+                # search.target_constraints the targets constrain the evolution
+                "targets", "search.target_constraints")
 _ROUND_SEARCH = _INIT_SEARCH + (
     "search.candidates", "search.update", "search.predictor", "search.features", "search.pop_size",
     "search.n_gen", "search.crossover_prob", "search.mutation_eta", "search.subset_pop_size",
@@ -51,8 +54,8 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
                                      "finetune.patience", "finetune.optimizer", "finetune.lr", "finetune.momentum",
                                      "finetune.weight_decay", "finetune.label_smoothing", "finetune.warmup_epochs",
                                      "finetune.batch_size", "finetune.measure_latency", "finetune.measure_int8", "finetune.exit_ordering",
-                                     "latency"),
-    "report": ("report.param_budgets",),
+                                     "latency", "targets"),
+    "report": ("targets",),
 }
 
 

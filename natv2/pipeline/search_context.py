@@ -39,6 +39,7 @@ from natv2.pipeline.context import setup_stage, space_from_config
 from natv2.pipeline.eval_cache import CachedEvaluate, EvalCache, settings_hash
 from natv2.search.policy import Policy
 from natv2.supernet import load_supernet
+from natv2.targets import constraint_fn, needs_latency, targets_from_config
 
 STEP_NAMES = ("load", "predictor", "search", "subset", "evaluate", "adapt", "reevaluate")
 
@@ -87,7 +88,9 @@ class SearchContext:
         self.hits = 0
         self.loaded: LoadedNet | None = None
         self.data = DataSettings.from_config(cfg)
-        self.latency_on = bool(cfg["search"]["measure_latency"]) or "latency" in self.names
+        self.targets = targets_from_config(cfg)
+        self.latency_on = (bool(cfg["search"]["measure_latency"]) or "latency" in self.names
+                           or needs_latency(self.targets))
         space = self.space
         self.eval_settings = {
             "data": self.data.as_dict(),
@@ -141,6 +144,12 @@ class SearchContext:
         """Exact cheap objectives of integer vectors for the evolution (loaded network)."""
         lat = self.loaded.latency if self.latency_on else None
         return cheap_objectives_fn(self.space, self.names[1:], self.loaded.cost, lat)
+
+    def constraint(self):
+        """The evolution's target constraint (``search.target_constraints``), or ``None``."""
+        if not self.cfg["search"]["target_constraints"]:
+            return None
+        return constraint_fn(self.targets, self.names[1:])
 
     # ----------------------------------------------------------------------- data
     @functools.cached_property

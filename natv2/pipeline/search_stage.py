@@ -257,7 +257,7 @@ def _search_round_locked(cfg: Mapping[str, Any], k: int, inputs: tuple[Path, Pat
     sha = ctx.loaded.sha256
     result = run_round(ctx.space, archive_df, ctx.policy,
                        lambda archs: ctx.evaluate(sha, "evaluate", archs), ctx.cheap_fn(), k,
-                       ctx.seed, ctx.step)
+                       ctx.seed, ctx.step, ctx.constraint())
     return _finish(ctx, k, result.archive, result.candidates, result.meta, ref)
 
 
@@ -276,7 +276,7 @@ def _propose(cfg: Mapping[str, Any], k: int, inputs: tuple[Path, Path, Path], sh
              ) -> pd.DataFrame:
     ctx, archive_df, _ = _open_round(cfg, k, inputs, " propose", show_progress)
     proposal = propose(ctx.space, archive_df, ctx.policy, ctx.cheap_fn(), round_seed(ctx.seed, k),
-                       ctx.step)
+                       ctx.step, ctx.constraint())
     proposed = proposal_frame(ctx.space, proposal)
     csv_path, json_path = ctx.layout.proposed(k)
     open_set(json_path)

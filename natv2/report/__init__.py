@@ -2,7 +2,7 @@
 
 ``build_report(results_dir, out_dir, config, settings)`` reads search rounds ``0..R`` and
 fine-tune slots ``0..S-1`` (:class:`ReportSettings`: the config's ``search.rounds``,
-``finetune.slots`` and ``report.param_budgets``; never found by scanning; ``config`` is only
+``finetune.slots`` and ``targets``; never found by scanning; ``config`` is only
 shown on the page) and writes into ``out_dir``: ``index.html``
 (self-contained), ``pareto.png``, ``hypervolume.png``, ``metrics.json`` (DVC metrics) and
 ``pareto.csv`` (DVC plot). Same inputs give byte-identical files.
@@ -24,6 +24,7 @@ from natv2.report.figures import hypervolume_png, pareto_png, predictor_png
 from natv2.report.html import render_html
 from natv2.report.load import FinetuneSlot, ResultsData, load_results
 from natv2.report.summary import pareto_table, report_metrics, wall_times
+from natv2.targets import Target, targets_from_config
 
 __all__ = ["OUTPUTS", "FinetuneSlot", "ReportSettings", "ResultsData", "build_report",
            "load_results"]
@@ -37,18 +38,18 @@ def _write(path: Path, data: bytes) -> None:
 
 @dataclass(frozen=True)
 class ReportSettings:
-    """What the report reads (rounds ``0..rounds``, slots ``0..slots-1``) and the parameter
-    budgets of ``best_top1_under``."""
+    """What the report reads (rounds ``0..rounds``, slots ``0..slots-1``) and the deployment
+    targets of its target table (slot ``i`` is target ``i``'s)."""
 
-    param_budgets: tuple[int, ...]
+    targets: tuple[Target, ...]
     rounds: int
     slots: int
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> ReportSettings:
         cfg = ensure_config(cfg)
-        return cls(tuple(int(b) for b in cfg["report"]["param_budgets"]),
-                   int(cfg["search"]["rounds"]), int(cfg["finetune"]["slots"]))
+        return cls(targets_from_config(cfg), int(cfg["search"]["rounds"]),
+                   int(cfg["finetune"]["slots"]))
 
 
 def build_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
@@ -58,15 +59,14 @@ def build_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
     Raises :class:`natv2.errors.UserError` when ``search/round_00/archive.csv`` is missing.
     """
     data = load_results(results_dir, settings.rounds, settings.slots)
-    budgets = list(settings.param_budgets)
-    metrics = report_metrics(data, budgets)
+    metrics = report_metrics(data, settings.targets)
     pareto = pareto_table(data)
     figures = {
         "pareto": pareto_png(data),
         "hypervolume": hypervolume_png(data),
         "predictor": predictor_png(data),
     }
-    page = render_html(data, config=dict(config), budgets=budgets, metrics=metrics, pareto=pareto,
+    page = render_html(data, config=dict(config), metrics=metrics, pareto=pareto,
                        walltimes=wall_times(data), figures=figures)
 
     out = Path(out_dir)

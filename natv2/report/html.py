@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from natv2.report.load import ResultsData, as_float
+from natv2.targets import format_value
 
 NA = "not available"
 
@@ -96,8 +97,7 @@ def config_yaml(config: dict) -> str:
                           allow_unicode=True)
 
 
-def _summary(data: ResultsData, metrics: dict[str, Any], front_size: int,
-             budgets: list[int]) -> str:
+def _summary(data: ResultsData, metrics: dict[str, Any], front_size: int) -> str:
     fam = (data.supernet or {}).get("family")
     best = metrics["best_top1"]
     items = [
@@ -111,13 +111,49 @@ def _summary(data: ResultsData, metrics: dict[str, Any], front_size: int,
         ("fine-tuned networks", _e(len(data.used_finetune)) if data.finetune else _na()),
         ("best fine-tuned test top-1", _na() if best is None else _e(f"{best:.2f} %")),
     ]
-    for b in budgets:
-        v = metrics["best_top1_under"][str(int(b))]
-        items.append((f"best test top-1 with params <= {int(b):,}",
-                      _na() if v is None else _e(f"{v:.2f} %")))
+    for row in metrics["targets"]:
+        items.append((f"target {row['name']}", _verdict(row)))
     return "<table id=\"summary\"><tbody>\n" + "".join(
         f"<tr><th class=l>{_e(k)}</th><td class=l>{v}</td></tr>\n" for k, v in items
     ) + "</tbody></table>"
+
+
+def _verdict(row: dict[str, Any]) -> str:
+    """The summary line of one target: met / not met with the measured value, and test top-1."""
+    if not row["finetuned"]:
+        return _na() + " (its slot is not fine-tuned)"
+    metric = row["metric"]
+    limit, value = format_value(metric, row["limit"]), format_value(metric, row["measured"])
+    if row["met"] is None:
+        text = f"{metric} not measured"
+    elif row["met"]:
+        text = f"met: {metric} {value} <= {limit}"
+    else:
+        text = f"not met: {metric} {value} > {limit}"
+    if row["met_in_archive"] is False:
+        text += " (no architecture of the final archive met it: the closest one)"
+    if row["top1_fp32"] is not None:
+        text += f"; test top-1 {row['top1_fp32']:.2f} %"
+    return _e(text)
+
+
+def _targets(metrics: dict[str, Any]) -> str:
+    rows = metrics["targets"]
+    if not rows:
+        return "<p>No deployment targets configured (<code>targets:</code> in the config).</p>"
+    body = []
+    for r in rows:
+        card = f'<a href="{_e(r["card"])}">card</a>' if r["card"] and r["finetuned"] else _na()
+        met = _na() if r["met"] is None else ("met" if r["met"] else "<b>not met</b>")
+        body.append([_e(r["name"]), _e(r["rank"]), met,
+                     _e(format_value(r["metric"], r["measured"])) if r["measured"] is not None else _na(),
+                     _e(format_value(r["metric"], r["limit"])),
+                     "yes" if r["met_in_archive"] else ("no" if r["met_in_archive"] is False else _na()),
+                     _num(r["top1_fp32"]), _num(r["top1_int8"]), _int(r["params"]), _int(r["macs"]),
+                     _num(r["latency_ms"], "{:,.3f}"), card])
+    return _table(["target", "rank", "verdict", "measured", "limit", "met in archive",
+                   "test top-1 FP32 (%)", "test top-1 INT8 (%)", "params", "MACs",
+                   "latency (ms)", "model card"], body, "targets", left=(0,))
 
 
 def _finetune(data: ResultsData) -> str:
@@ -189,7 +225,7 @@ def _walltime(rows: list[tuple[str, float | None, bool]]) -> str:
             f"\n<tbody>\n{body}</tbody></table>")
 
 
-def render_html(data: ResultsData, *, config: dict, budgets: list[int], metrics: dict,
+def render_html(data: ResultsData, *, config: dict, metrics: dict,
                 pareto: Any, walltimes: list, figures: dict[str, bytes | None]) -> str:
     """The whole page as a string (deterministic for the same inputs)."""
     title = "natv2 report"
@@ -208,7 +244,7 @@ def render_html(data: ResultsData, *, config: dict, budgets: list[int], metrics:
         f"<h1>{_e(title)}</h1>",
         f"<p>Multi-objective architecture search results after {_e(metrics['rounds'])} "
         f"search round(s).{_e(hv_text)}</p>",
-        "<h2>Summary</h2>", _summary(data, metrics, int(pareto["front"].sum()), budgets),
+        "<h2>Summary</h2>", _summary(data, metrics, int(pareto["front"].sum())),
         "<h2>Pareto front</h2>",
         "<p>Every evaluated architecture (validation top-1), coloured by the round that first "
         "evaluated it; the red step line is the final archive's non-dominated front.</p>",
@@ -221,6 +257,10 @@ def render_html(data: ResultsData, *, config: dict, budgets: list[int], metrics:
         _img(pred, "predictor correlation per round") if pred else
         f"<p>Predictor correlation: {_na()} (no round >= 1 with predictor statistics).</p>",
         "</div>",
+        "<h2>Deployment targets</h2>",
+        "<p>Each target's slot fine-tunes the most accurate architecture of the final archive "
+        "that meets it (the closest one when none does); the verdict uses the fine-tuned "
+        "network's measured value.</p>", _targets(metrics),
         "<h2>Fine-tuned networks</h2>", _finetune(data),
         "<h2>Super-network</h2>", _supernet(data),
         "<h2>Wall time per stage</h2>", _walltime(walltimes),

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
+from natv2.layout import CARD_MD_FILE, Layout
 from natv2.report.load import ResultsData, as_float
+from natv2.targets import Target
 
 PARETO_COLUMNS = ("params", "macs", "top1", "arch", "round", "front")
 
@@ -42,21 +46,44 @@ def _best(values: list[float]) -> float | None:
     return max(values) if values else None
 
 
-def report_metrics(data: ResultsData, param_budgets: list[int]) -> dict[str, Any]:
-    """``report/metrics.json``: hypervolume, best fine-tuned top-1 (overall, per budget)."""
-    tuned = []
-    for slot in data.used_finetune:
-        top1 = as_float(slot.metrics.get("top1_after"))
-        if top1 is not None:
-            tuned.append((as_float(slot.metrics.get("params")), top1))
+def target_rows(data: ResultsData, targets: Sequence[Target]) -> list[dict[str, Any]]:
+    """One row per target (its slot is rank ``i``, :func:`natv2.selection.select_slots`): the
+    fine-tuned network's measured value of the target's metric, ``met`` (``None`` while the slot
+    is not fine-tuned or the metric not measured), FP32/INT8 test top-1, latency and the card."""
+    slots = {s.rank: s for s in data.finetune}
+    layout = Layout(data.results_dir)
+    rows = []
+    for rank, target in enumerate(targets):
+        slot = slots.get(rank)
+        m = slot.metrics if slot is not None else {}
+        verdict = m.get("target") if isinstance(m.get("target"), dict) else {}
+        used = slot is not None and slot.used
+        measured = as_float(m.get(target.metric)) if used else None
+        card = layout.rank_dir(rank) / CARD_MD_FILE
+        rows.append({
+            **target.as_dict(), "rank": rank, "finetuned": used,
+            "encoding": m.get("encoding") if used else None,
+            "measured": measured,
+            "met": None if measured is None else target.meets(measured),
+            "met_in_archive": verdict.get("met_in_archive"),
+            "top1_fp32": as_float(m.get("top1_after")) if used else None,
+            "top1_int8": as_float(m.get("top1_int8")) if used else None,
+            "params": as_float(m.get("params")) if used else None,
+            "macs": as_float(m.get("macs")) if used else None,
+            "latency_ms": as_float(m.get("latency_ms")) if used else None,
+            "card": os.path.relpath(card, layout.report_dir) if slot is not None else None,
+        })
+    return rows
+
+
+def report_metrics(data: ResultsData, targets: Sequence[Target] = ()) -> dict[str, Any]:
+    """``report/metrics.json``: hypervolume, best fine-tuned top-1 and the target table."""
+    tuned = [as_float(slot.metrics.get("top1_after")) for slot in data.used_finetune]
     last = data.stats.get(data.last_round, {})
     return {
         "hypervolume": as_float(last.get("hypervolume")),
-        "best_top1": _best([t for _, t in tuned]),
-        "best_top1_under": {
-            str(int(b)): _best([t for p, t in tuned if p is not None and p <= int(b)])
-            for b in param_budgets
-        },
+        "best_top1": _best([t for t in tuned if t is not None]),
+        "targets": target_rows(data, targets),
         "n_evaluated": int(len(data.evaluated)),
         "rounds": int(data.last_round),
     }

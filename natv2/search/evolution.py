@@ -25,7 +25,13 @@ from pymoo.operators.mutation.pm import PM
 from pymoo.operators.repair.rounding import RoundingRepair
 from pymoo.optimize import minimize
 
-from natv2.search.problem import CheapFn, SpaceRepair, SurrogateProblem, repair_vectors
+from natv2.search.problem import (
+    CheapFn,
+    ConstraintFn,
+    SpaceRepair,
+    SurrogateProblem,
+    repair_vectors,
+)
 from natv2.search.survival import pareto_front_mask, reference_directions, survive
 from natv2.seeds import topup_seed
 
@@ -115,14 +121,16 @@ def run_search(
     feature_kind: str = "integer",
     archive_F: np.ndarray | None = None,
     sampler: str = "uniform",
+    constraint: ConstraintFn | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Evolve architectures against the fitted ``predictor`` and exact ``cheap_fn``.
 
     Returns the final population ``(X, F)``: integer vectors (n, n_var) and objectives
     (n, 1 + n_cheap), ``F[:, 0]`` the predicted error (%). Deterministic for a given ``seed``
-    (given deterministic ``predictor``, ``cheap_fn`` and ``space.sample``).
+    (given deterministic ``predictor``, ``cheap_fn`` and ``space.sample``). ``constraint``
+    (``G`` of the cheap objectives, ``<= 0`` feasible) makes pymoo's survival feasible-first.
     """
-    problem = SurrogateProblem(space, predictor, cheap_fn, n_cheap, feature_kind)
+    problem = SurrogateProblem(space, predictor, cheap_fn, n_cheap, feature_kind, constraint)
     rep = SpaceRepair(space, repair)
     X0 = initial_population(
         space, problem, archive_vectors, pop_size, seed, repair, archive_F, sampler

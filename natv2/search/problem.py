@@ -2,7 +2,9 @@
 
 Objectives (all minimised): the *predicted* top-1 error ``100 - predictor(features(x))`` first,
 then the exact cheap objectives ``cheap_fn(X)`` (params / MACs / latency, supplied by the
-caller, which knows how to count them), in the caller's order.
+caller, which knows how to count them), in the caller's order. An optional ``constraint``
+``G(cheap objectives) -> (n, 1)`` (``<= 0`` feasible; :func:`natv2.targets.constraint_fn`) makes
+it a constrained problem: pymoo's survival then ranks feasible architectures first.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pymoo.core.problem import Problem
 from pymoo.core.repair import Repair
 
 CheapFn = Callable[[np.ndarray], np.ndarray]
+ConstraintFn = Callable[[np.ndarray], np.ndarray]
 
 
 def repair_vectors(space: Any, X: np.ndarray, method: str) -> np.ndarray:
@@ -57,7 +60,8 @@ class SpaceRepair(Repair):
 
 
 class SurrogateProblem(Problem):
-    """Vectorised pymoo problem: F = [100 - predicted top1, cheap_fn(X)...]."""
+    """Vectorised pymoo problem: F = [100 - predicted top1, cheap_fn(X)...]; G =
+    ``constraint(cheap_fn(X))`` when a constraint is given."""
 
     def __init__(
         self,
@@ -66,10 +70,12 @@ class SurrogateProblem(Problem):
         cheap_fn: CheapFn | None,
         n_cheap: int,
         feature_kind: str = "integer",
+        constraint: ConstraintFn | None = None,
     ) -> None:
         super().__init__(
             n_var=int(space.n_var),
             n_obj=1 + int(n_cheap),
+            n_ieq_constr=0 if constraint is None else 1,
             xl=np.asarray(space.xl, dtype=int),
             xu=np.asarray(space.xu, dtype=int),
             vtype=int,
@@ -79,6 +85,7 @@ class SurrogateProblem(Problem):
         self.cheap_fn = cheap_fn
         self.n_cheap = int(n_cheap)
         self.feature_kind = feature_kind
+        self.constraint = constraint
 
     def predicted_top1(self, X: np.ndarray) -> np.ndarray:
         X = np.rint(np.atleast_2d(X)).astype(int)
@@ -91,4 +98,7 @@ class SurrogateProblem(Problem):
         return np.column_stack([err, cheap_objectives(self.cheap_fn, X, self.n_cheap)])
 
     def _evaluate(self, X: np.ndarray, out: dict, *args: Any, **kwargs: Any) -> None:
-        out["F"] = self.objectives(X)
+        F = self.objectives(X)
+        out["F"] = F
+        if self.constraint is not None:
+            out["G"] = np.asarray(self.constraint(F[:, 1:]), dtype=float).reshape(len(F), 1)

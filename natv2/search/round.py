@@ -28,6 +28,7 @@ from natv2.search.archive import normalize_archive, objectives, records_to_archi
 from natv2.search.evolution import run_search
 from natv2.search.policy import Evaluate, Policy, evaluate_all, sample_new
 from natv2.search.predictors import rank_metrics
+from natv2.search.problem import ConstraintFn
 from natv2.search.subset import drop_known, select_subset
 from natv2.seeds import round_seed
 
@@ -76,9 +77,10 @@ def _features(space: Any, policy: Policy, X: np.ndarray) -> np.ndarray:
 
 
 def propose(space: Any, archive_df: pd.DataFrame, policy: Policy, cheap_fn: CheapFn | None,
-            seed: int, step: Step = _no_step) -> Proposal:
+            seed: int, step: Step = _no_step, constraint: ConstraintFn | None = None) -> Proposal:
     """Choose ``policy.candidates`` new architectures (see the module docstring); ``seed`` is
-    the round's seed. ``step(name)`` wraps ``predictor``, ``search`` and ``subset`` (timers)."""
+    the round's seed. ``step(name)`` wraps ``predictor``, ``search`` and ``subset`` (timers);
+    ``constraint`` (targets, :func:`natv2.targets.constraint_fn`) constrains the evolution."""
     k = int(policy.candidates)
     archive_df = normalize_archive(archive_df)
     known = list(archive_df["arch"])
@@ -97,7 +99,7 @@ def propose(space: Any, archive_df: pd.DataFrame, policy: Policy, cheap_fn: Chea
             pop_size=int(policy.pop_size), n_gen=int(policy.n_gen), seed=seed,
             crossover_prob=float(policy.crossover_prob), mutation_eta=float(policy.mutation_eta),
             repair=policy.repair, feature_kind=policy.features, archive_F=archive_F,
-            sampler=policy.sampler,
+            sampler=policy.sampler, constraint=constraint,
         )
     with step("subset"):
         strings = [space.encode(x) for x in X]
@@ -152,11 +154,11 @@ class RoundResult:
 
 
 def run_round(space: Any, archive_df: pd.DataFrame, policy: Policy, evaluate: Evaluate,
-              cheap_fn: CheapFn | None, round_k: int, seed: int, step: Step = _no_step
-              ) -> RoundResult:
+              cheap_fn: CheapFn | None, round_k: int, seed: int, step: Step = _no_step,
+              constraint: ConstraintFn | None = None) -> RoundResult:
     """Round ``round_k`` of a search seeded ``seed``: propose, evaluate, update the archive."""
     rseed = round_seed(seed, round_k)
-    proposal = propose(space, archive_df, policy, cheap_fn, rseed, step)
+    proposal = propose(space, archive_df, policy, cheap_fn, rseed, step, constraint)
     proposed = proposal_frame(space, proposal)
     with step("evaluate"):
         records = evaluate_all(evaluate, [space.decode(a) for a in proposed["arch"]])
