@@ -172,7 +172,16 @@ def test_latency_backends_block(tmp_path, capsys):
         assert re.search(rf"^32px b{batch}: torch \d+\.\d\d ms, torch CL \d+\.\d\d ms, onnxruntime \d+\.\d\d ms; "
                          rf"onnxruntime/torch \d+\.\d\d, onnxruntime/torch CL \d+\.\d\d; at most half of torch: "
                          rf"[0-2]/2$", out, re.M), out
+        assert re.search(rf"^32px b{batch} lookup table: torch MAPE \d+\.\d%, tau (-?\d\.\d\d|n/a); "
+                         rf"onnxruntime MAPE \d+\.\d%, tau (-?\d\.\d\d|n/a); onnxruntime INT8 \d+\.\d\d ms, "
+                         rf"INT8/FP32 \d+\.\d\d$", out, re.M), out
+    for backend in ("torch", "onnxruntime"):
+        assert re.search(rf"^lookup table {backend} b2: [1-9]\d* entries in \d+\.\d s$", out, re.M), out
     text = md.read_text()
     assert "python benchmarks/latency.py --archs 2" in text and text.count("<!-- latency:start -->") == 1
     assert re.search(r"^\| 32 \| 2 \| \d+\.\d\d \| \d+\.\d\d \| \d+\.\d\d \| \d+\.\d\d \| \d+\.\d\d \| [0-2]/2 \|$",
                      text, re.M), text
+    tau = r"(-?\d\.\d\d|n/a)"
+    assert re.search(rf"^\| 32 \| 2 \| \d+\.\d \| {tau} \| \d+\.\d \| {tau} \| \d+\.\d\d \| \d+\.\d\d \|$",
+                     text, re.M), text
+    assert "torch b1 " in text and "entries in" in text and "top1_int8" in text
