@@ -68,3 +68,27 @@ def test_a_multi_exit_network_is_quantised_as_its_ensemble(calibration):
 def test_no_calibration_is_an_error():
     with pytest.raises(ValueError, match="at least one calibration batch"):
         quantize_int8(_net("SE_B"), [])
+
+
+def test_the_evaluator_can_score_the_int8_network():
+    """search.accuracy: int8: the record's top1 is the INT8 network's validation top-1 (the
+    quantised model scored on the same images), the FP32 top-1 beside it."""
+    from natv2.data import DataSettings, build_splits
+    from natv2.measure import Evaluator
+    from natv2.measure.int8 import int8_top1 as score
+
+    torch.manual_seed(0)
+    space = SearchSpace(family="SE_B", resolutions=(16,), **LISTS)
+    net = build_supernet("SE_B", n_classes=10, **LISTS).eval()
+    splits = build_splits(DataSettings.from_config({"seed": 0, "data": {"name": "digits", "calib_size": 32}}),
+                          16, augment=False)
+    arch = space.largest()
+    fp32 = Evaluator(net, splits, "cpu", [16], encoder=space)(arch)
+    ev = Evaluator(net, splits, "cpu", [16], encoder=space, int8=True)
+    rec = ev(arch)
+    assert "top1_fp32" not in fp32 and rec["top1_fp32"] == pytest.approx(fp32["top1"])
+    sub = net.extract(arch).to(memory_format=torch.channels_last)  # the same steps by hand:
+    ev.recalibrate_and_count(sub, 16)  # recalibrate (channels-last, as the evaluator), quantise, score
+    sub = sub.to(memory_format=torch.contiguous_format).eval()
+    quantized = quantize_int8(sub, [b.contiguous() for b in ev.calibration(16)])
+    assert rec["top1"] == pytest.approx(score(quantized, ev.validation(16)))

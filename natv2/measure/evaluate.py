@@ -50,7 +50,10 @@ class Evaluator:
     loader at each call, so large datasets at many resolutions do not exhaust memory.
 
     ``evaluator(arch)`` -> ``{"arch", "top1", "params", "macs", "latency_ms", "r", "w", "d",
-    "nd"}``. ``arch`` needs ``resolution``, ``width``, ``d`` and (optionally) ``nd``;
+    "nd"}``. With ``int8=True`` (``search.accuracy: int8``) ``top1`` is the validation top-1 of
+    the recalibrated sub-network quantised to INT8 (:mod:`natv2.measure.int8`, calibrated on
+    the same BN-calibration images, onnxruntime on the CPU), and ``top1_fp32`` is recorded
+    beside it. ``arch`` needs ``resolution``, ``width``, ``d`` and (optionally) ``nd``;
     ``supernet.extract(arch)`` must return a standalone module (its own BN buffers: this is
     checked, since recalibration writes them).
     """
@@ -65,6 +68,8 @@ class Evaluator:
         encoder: Any = None,
         cache_bytes: int = 2**30,
         device_cache_bytes: int = 2**28,
+        int8: bool = False,
+        threads: int = 1,
     ):
         if not isinstance(splits, Splits):
             raise TypeError(f"splits must be a natv2.data.Splits, got {type(splits).__name__}")
@@ -79,6 +84,8 @@ class Evaluator:
         self._calib: dict[int, list[torch.Tensor]] = {}
         self._val: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         self._cached_bytes = 0
+        self.int8 = bool(int8)
+        self.threads = int(threads)  # onnxruntime's intra-op threads for the INT8 evaluation
 
     # -------------------------------------------------------------- cached inputs
     def _check_resolution(self, r: int) -> None:
@@ -147,6 +154,15 @@ class Evaluator:
             macs = count_macs(sub, resolution)
         return count_params(sub), macs
 
+    def _int8_top1(self, sub: nn.Module, resolution: int) -> float:
+        from .int8 import int8_top1, quantize_int8
+
+        net = sub.to("cpu", memory_format=torch.contiguous_format).eval()
+        calib = [b.cpu().contiguous() for b in self.calibration(resolution)]
+        quantized = quantize_int8(net, calib)
+        val = ((x.cpu().contiguous(), y.cpu()) for x, y in self.validation(resolution))
+        return int8_top1(quantized, val, self.threads)
+
     def __call__(self, arch: Any) -> dict[str, Any]:
         r = int(arch.resolution)
         self._check_resolution(r)
@@ -157,8 +173,13 @@ class Evaluator:
         sub.to(self.device, memory_format=torch.channels_last)
         params, macs = self.recalibrate_and_count(sub, r)
         acc = top1(sub, self.validation(r), self.device)
+        extra = {}
+        if self.int8:
+            extra["top1_fp32"] = float(acc)
+            acc = self._int8_top1(sub, r)
         nd = getattr(arch, "nd", None)
         return {
+            **extra,
             "arch": self.encode(arch),
             "top1": float(acc),
             "params": params,

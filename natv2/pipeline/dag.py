@@ -40,7 +40,7 @@ _INIT_SEARCH = ("search.policy", "search.seed", "search.n_doe", "search.objectiv
                 "search.sampler", "search.repair", "search.measure_latency", "latency",
                 # a latency target measures every evaluated architecture's latency; with
                 # search.target_constraints the targets constrain the evolution
-                "targets", "search.target_constraints")
+                "targets", "search.target_constraints", "search.accuracy")
 _ROUND_SEARCH = _INIT_SEARCH + (
     "search.candidates", "search.update", "search.predictor", "search.features", "search.pop_size",
     "search.n_gen", "search.crossover_prob", "search.mutation_eta", "search.subset_pop_size",

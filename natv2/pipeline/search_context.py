@@ -99,6 +99,8 @@ class SearchContext:
                       "e": list(space.expand_list), "d": list(space.depth_list)},
         }
         self.latency_settings = LatencySettings.from_config(cfg)
+        if cfg["search"]["accuracy"] != "fp32":  # another accuracy: other cached records
+            self.eval_settings["accuracy"] = cfg["search"]["accuracy"]
         if self.latency_on:  # a latency is reused only for the same settings on the same machine
             self.eval_settings["latency"] = self.latency_settings.cache_key(self.device)
 
@@ -159,7 +161,8 @@ class SearchContext:
     @functools.cached_property
     def evaluator(self) -> Evaluator:
         return Evaluator(self.net, self.splits, self.device, self.space.resolutions,
-                         encoder=self.space)
+                         encoder=self.space, int8=self.cfg["search"]["accuracy"] == "int8",
+                         threads=self.latency_settings.threads)
 
     def train_loader(self):
         """``loader(seed)``: one shuffled, augmented pass over the training split at the

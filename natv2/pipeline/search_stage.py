@@ -147,6 +147,7 @@ def _init_archive(cfg: Mapping[str, Any], layout: Layout, net_file: Path, show_p
         "policy": ctx.policy.as_dict(),
         "supernet_sha256": loaded.sha256,
         "latency": ctx.eval_settings.get("latency"),
+        "accuracy": ctx.cfg["search"]["accuracy"],
         "steps": dict(ctx.steps),
     }
     open_set(layout.stats(0))
@@ -196,6 +197,7 @@ def _finish(ctx: SearchContext, k: int, new_archive: pd.DataFrame, cand: pd.Data
         "policy": ctx.policy.as_dict(),
         "input_supernet_sha256": input_sha,
         "latency": ctx.eval_settings.get("latency"),
+        "accuracy": ctx.cfg["search"]["accuracy"],
     }
     predictor = predictor_stats(meta, cand)
     if predictor is not None:
