@@ -50,6 +50,14 @@ def _supernet(args: argparse.Namespace) -> None:
           f"val top-1 largest {top1['largest']:.2f}%, smallest {top1['smallest']:.2f}%")
 
 
+def _latency_table(args: argparse.Namespace) -> None:
+    from natv2.pipeline.latency_stage import run_latency_table
+
+    table = run_latency_table(_cfg(args))
+    print(f"latency-table: {len(table.entries)} pieces timed ({table.settings['backend']}, "
+          f"resolutions {', '.join(map(str, table.resolutions))})")
+
+
 def _init_archive(args: argparse.Namespace) -> None:
     from natv2.pipeline.search_stage import run_init_archive
 
@@ -162,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("check-config", _check_config, "validate a config and print a one-line summary")
     command("supernet", _supernet, "stage 1: train, download or load the super-network")
+    command("latency-table", _latency_table, "the latency lookup table the search reads (latency objective)")
     command("init-archive", _init_archive, "stage 2: evaluate the initial archive (round 0)")
     p = command("search-round", _search_round, "stage 3: one search round (predictor, search, evaluation, adaptation)")
     p.add_argument("--round", type=int, required=True, metavar="K", help="round number, 1..search.rounds")

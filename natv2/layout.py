@@ -8,6 +8,7 @@ takes ``results_dir`` from a config.
 ::
 
     <results>/supernet/supernet.pt, supernet.json       stage supernet (work/: EPS phase checkpoints)
+    <results>/latency/table.json                        stage latency_table (latency objective)
     <results>/search/round_00/archive.csv, evaluated.csv, stats.json          stage init_archive
     <results>/search/round_KK/archive.csv, candidates.csv, stats.json, supernet.pt
                                                         stage search_round (K = 1..search.rounds)
@@ -93,6 +94,11 @@ class Layout:
     @property
     def supernet_json(self) -> Path:
         return self.supernet_dir / "supernet.json"
+
+    @property
+    def latency_table(self) -> Path:
+        """The per-piece latency lookup table (stage latency_table)."""
+        return self.root / "latency" / "table.json"
 
     @property
     def supernet_work(self) -> Path:

@@ -84,7 +84,9 @@ def make_results(root: Path, rounds: int = 2, finetune: bool = True) -> Path:
             "n_evaluated": 14 + 5 * k,
             "predictor": {"name": "lgb", "rmse": 2.0 / k, "spearman": 0.5 + 0.1 * k,
                           "kendall": 0.3 + 0.1 * k},
-            "seconds": 30.0 + k, "steps": {"predictor": 3.0, "search": 20.0, "evaluate": 7.0}})
+            "seconds": 30.0 + k, "steps": {"predictor": 3.0, "search": 20.0, "evaluate": 7.0},
+            **({"latency_table": {"mape": 12.5, "kendall_tau": 0.8, "n": 3,
+                                  "points": [[1.0, 1.1], [2.0, 2.4], [3.0, 2.9]]}} if k == 2 else {})})
     _json(root / "supernet" / "supernet.json", {
         "family": "SE_B", "width_mult": 1.0, "source": "train", "sha256": "ab" * 32,
         "phases": [{"name": "full", "epochs": 2, "seconds": 40.0},
@@ -201,7 +203,9 @@ def test_html_content(built):
     assert "not met: macs" in text and "latency_ms not measured" in text
     assert "no architecture of the final archive met it" in text  # slot 2: the closest one
     assert page.rows["front"] >= 1
-    assert len(page.imgs) == 3 and all(s.startswith("data:image/png;base64,") for s in page.imgs)
+    assert len(page.imgs) == 4 and all(s.startswith("data:image/png;base64,") for s in page.imgs)
+    assert page.rows["latency_table"] == 1  # round 2 read the lookup table
+    assert "<td>12.50</td><td>0.800</td>" in text
     assert not re.search(r"""(src|href)=["']?(https?:|//)""", text)
     assert "fake &lt;run&gt; &amp; &#x27;quotes&#x27;" in text  # config escaped inside <pre>
     assert "0&lt;enc&amp;1&gt;" in text and "<enc&" not in text
@@ -305,8 +309,8 @@ def test_browser_renders_report(built, tmp_path):
     assert dom.returncode == 0, dom.stderr[-2000:]
     m = re.search(r'<body[^>]*\bdata-loaded="(\d+)"', dom.stdout)
     assert m, f"load script did not run; DOM starts: {dom.stdout[:500]!r}"
-    assert int(m.group(1)) == 3  # pareto, hypervolume, predictor: all decoded
-    assert re.search(r'<body[^>]*\bdata-images="3"', dom.stdout)
+    assert int(m.group(1)) == 4  # pareto, hypervolume, predictor, latency table: all decoded
+    assert re.search(r'<body[^>]*\bdata-images="4"', dom.stdout)
     assert _parse(dom.stdout).rows["finetuned"] == 3
 
     shot = tmp_path / "report.png"

@@ -56,7 +56,14 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
                                      "finetune.batch_size", "finetune.measure_latency", "finetune.measure_int8", "finetune.exit_ordering",
                                      "latency", "targets"),
     "report": ("targets",),
+    "latency_table": _DATA + STRUCTURE + ("latency", "search.objectives"),
 }
+
+
+def uses_latency_table(cfg: Mapping[str, Any]) -> bool:
+    """Whether the search reads its latency objective from the lookup table (stage
+    ``latency_table``): latency among ``search.objectives`` and ``latency.table`` on."""
+    return "latency" in cfg["search"]["objectives"] and bool(cfg["latency"]["table"])
 
 
 def lookup(cfg: Mapping[str, Any], dotted: str) -> Any:
@@ -112,18 +119,20 @@ def round_outputs(layout: Layout, k: int) -> tuple[str, ...]:
     return _paths(layout.round_outputs(k))
 
 
-def round_inputs(layout: Layout, k: int) -> tuple[str, ...]:
-    """(previous archive.csv, round 0 stats.json, input supernet.pt) of round ``k >= 1``."""
-    return _paths((layout.archive(k - 1), layout.stats(0), layout.input_supernet(k)))
+def round_inputs(layout: Layout, k: int, table: bool = False) -> tuple[str, ...]:
+    """(previous archive.csv, round 0 stats.json, input supernet.pt[, latency table]) of round
+    ``k >= 1``."""
+    extra = (layout.latency_table,) if table else ()
+    return _paths((layout.archive(k - 1), layout.stats(0), layout.input_supernet(k), *extra))
 
 
 def rank_outputs(layout: Layout, n: int) -> tuple[str, ...]:
     return _paths(layout.rank_outputs(n))
 
 
-def _round_stages(layout: Layout, k: int, shards: int) -> list[Stage]:
+def _round_stages(layout: Layout, k: int, shards: int, table: bool) -> list[Stage]:
     """Round ``k``: one job, or propose + ``shards`` evaluate jobs + finish (scatter/gather)."""
-    ins, keys = round_inputs(layout, k), STAGE_KEYS["search_round"]
+    ins, keys = round_inputs(layout, k, table), STAGE_KEYS["search_round"]
     args = ("search-round", "--round", str(k))
     if shards == 1:
         return [Stage(f"search_round_{k:02d}", "search_round", args, ins, round_outputs(layout, k),
@@ -169,8 +178,12 @@ def stages(cfg: Mapping[str, Any]) -> list[Stage]:
         Stage("init_archive", "init_archive", ("init-archive",), (str(layout.supernet),),
               round_outputs(layout, 0), keys=STAGE_KEYS["init_archive"]),
     ]
+    table = uses_latency_table(cfg)
+    if table:
+        out.insert(1, Stage("latency_table", "latency_table", ("latency-table",), (str(layout.supernet),),
+                            (str(layout.latency_table),), keys=STAGE_KEYS["latency_table"]))
     for k in range(1, rounds + 1):
-        out += _round_stages(layout, k, shards)
+        out += _round_stages(layout, k, shards, table)
     final = (str(layout.archive(rounds)), str(layout.round_supernet(rounds)))
     for n in range(slots):
         out.append(Stage(f"finetune_{n}", "finetune", ("finetune", "--rank", str(n)), final,

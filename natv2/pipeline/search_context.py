@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 from tqdm import tqdm
 
@@ -35,8 +36,11 @@ from natv2.layout import Layout
 from natv2.measure import Evaluator
 from natv2.measure.cost import CostModel, LatencyModel, cheap_objectives_fn
 from natv2.measure.latency import LatencySettings
+from natv2.measure.latency_table import table_error
 from natv2.pipeline.context import setup_stage, space_from_config
+from natv2.pipeline.dag import uses_latency_table
 from natv2.pipeline.eval_cache import CachedEvaluate, EvalCache, settings_hash
+from natv2.pipeline.latency_stage import load_latency_table
 from natv2.search.policy import Policy
 from natv2.supernet import load_supernet
 from natv2.targets import constraint_fn, needs_latency, targets_from_config
@@ -143,9 +147,35 @@ class SearchContext:
         return self.loaded.net
 
     def cheap_fn(self):
-        """Exact cheap objectives of integer vectors for the evolution (loaded network)."""
+        """Cheap objectives of integer vectors for the evolution (loaded network): exact params
+        and MACs; latency from the lookup table where the search uses one, else measured."""
         lat = self.loaded.latency if self.latency_on else None
+        if self.latency_table is not None:
+            table, net, encode, memo = self.latency_table, self.net, self.space.encode, {}
+
+            def lat(arch: Any) -> float:
+                key = encode(arch)
+                if key not in memo:
+                    memo[key] = table.predict(arch, net)
+                return memo[key]
         return cheap_objectives_fn(self.space, self.names[1:], self.loaded.cost, lat)
+
+    @functools.cached_property
+    def latency_table(self):
+        """The latency lookup table (``natv2.pipeline.latency_stage``), or ``None``."""
+        if not uses_latency_table(self.cfg):
+            return None
+        return load_latency_table(self.cfg, self.device)
+
+    def latency_table_error(self, cand: pd.DataFrame) -> dict[str, Any] | None:
+        """The table's error on the round's candidates, whose latency was measured: MAPE,
+        Kendall tau and the (predicted, measured) points; ``None`` without a table."""
+        if self.latency_table is None or len(cand) == 0:
+            return None
+        measured = [float(v) for v in cand["latency_ms"]]
+        predicted = [self.latency_table.predict(self.space.decode(a), self.net) for a in cand["arch"]]
+        return {**table_error(predicted, measured),
+                "points": [[round(p, 6), round(m, 6)] for p, m in zip(predicted, measured, strict=True)]}
 
     def constraint(self):
         """The evolution's target constraint (``search.target_constraints``), or ``None``."""

@@ -202,6 +202,9 @@ def _finish(ctx: SearchContext, k: int, new_archive: pd.DataFrame, cand: pd.Data
     predictor = predictor_stats(meta, cand)
     if predictor is not None:
         stats["predictor"] = predictor
+    lut = ctx.latency_table_error(cand)
+    if lut is not None:
+        stats["latency_table"] = lut
     layout = ctx.layout
     open_set(layout.stats(k))
     source = adapted.checkpoint or input_file

@@ -20,7 +20,7 @@ from typing import Any
 from natv2.config import ensure_config
 from natv2.files import atomic_write
 from natv2.layout import REPORT_FILES, REPORT_METRICS, REPORT_PLOTS
-from natv2.report.figures import hypervolume_png, pareto_png, predictor_png
+from natv2.report.figures import hypervolume_png, latency_png, pareto_png, predictor_png
 from natv2.report.html import render_html
 from natv2.report.load import FinetuneSlot, ResultsData, load_results
 from natv2.report.summary import pareto_table, report_metrics, wall_times
@@ -65,6 +65,7 @@ def build_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
         "pareto": pareto_png(data),
         "hypervolume": hypervolume_png(data),
         "predictor": predictor_png(data),
+        "latency": latency_png(data),
     }
     page = render_html(data, config=dict(config), metrics=metrics, pareto=pareto,
                        walltimes=wall_times(data), figures=figures)

@@ -119,3 +119,40 @@ def predictor_png(data: ResultsData) -> bytes | None:
         if ax.lines:
             ax.legend(loc="lower right")
         return _png(fig)
+
+
+def latency_table_points(data: ResultsData) -> dict[int, dict]:
+    """round -> the ``latency_table`` entry of its stats.json (MAPE, Kendall tau, points), for
+    the rounds whose search read latency from the lookup table."""
+    out = {}
+    for k in data.rounds:
+        entry = data.stats.get(k, {}).get("latency_table")
+        if k >= 1 and isinstance(entry, dict) and entry.get("points"):
+            out[k] = entry
+    return out
+
+
+def latency_png(data: ResultsData) -> bytes | None:
+    """Measured vs table-predicted latency of each round's candidates (one colour per round,
+    the diagonal is a perfect table); None when no round used a latency table."""
+    rounds = latency_table_points(data)
+    if not rounds:
+        return None
+    with mpl.rc_context(_RC):
+        fig = Figure(figsize=(6, 4.5), layout="constrained")
+        ax = fig.subplots()
+        cmap = mpl.colormaps["viridis"]
+        lo, hi = np.inf, 0.0
+        for i, (k, entry) in enumerate(sorted(rounds.items())):
+            pts = np.asarray(entry["points"], dtype=float)
+            lo, hi = min(lo, pts.min()), max(hi, pts.max())
+            mape = as_float(entry.get("mape"))
+            label = f"round {k}" + ("" if mape is None else f" (MAPE {mape:.1f} %)")
+            ax.scatter(pts[:, 0], pts[:, 1], s=22, color=cmap(i / max(1, len(rounds) - 1)),
+                       label=label, alpha=0.85, linewidths=0)
+        ax.plot([lo, hi], [lo, hi], color="grey", lw=1, ls="--", label="measured = predicted")
+        ax.set_xlabel("predicted by the lookup table (ms)")
+        ax.set_ylabel("measured (ms)")
+        ax.set_title("latency: measured vs predicted, per round")
+        ax.legend(loc="upper left", fontsize=8)
+        return _png(fig)

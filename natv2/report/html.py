@@ -137,6 +137,21 @@ def _verdict(row: dict[str, Any]) -> str:
     return _e(text)
 
 
+def _latency_table(data: ResultsData, png: bytes | None) -> str:
+    """The lookup table's error on each round's measured candidates, and the scatter plot."""
+    from natv2.report.figures import latency_table_points
+
+    rounds = latency_table_points(data)
+    if not rounds:
+        return ""
+    rows = [[_e(k), _int(e.get("n")), _num(e.get("mape")), _num(e.get("kendall_tau"), "{:.3f}")]
+            for k, e in sorted(rounds.items())]
+    return ("<h3>Latency lookup table</h3><p>The evolution read latency from the per-piece "
+            "lookup table; each round then measured its candidates. The table's error on them:</p>"
+            + _table(["round", "candidates", "MAPE (%)", "Kendall tau"], rows, "latency_table")
+            + (_img(png, "measured vs predicted latency per round") if png else ""))
+
+
 def _targets(metrics: dict[str, Any]) -> str:
     rows = metrics["targets"]
     if not rows:
@@ -257,6 +272,7 @@ def render_html(data: ResultsData, *, config: dict, metrics: dict,
         _img(pred, "predictor correlation per round") if pred else
         f"<p>Predictor correlation: {_na()} (no round >= 1 with predictor statistics).</p>",
         "</div>",
+        _latency_table(data, figures.get("latency")),
         "<h2>Deployment targets</h2>",
         "<p>Each target's slot fine-tunes the most accurate architecture of the final archive "
         "that meets it (the closest one when none does); the verdict uses the fine-tuned "

@@ -69,6 +69,7 @@ KIND_RESOURCES = {
     "search_finish": {"gpu": GPU},
     "finetune": {"gpu": GPU},
     "report": {"mem_mb": 2000, "runtime": 30},
+    "latency_table": {"runtime": 4 * 60, "gpu": GPU if CFG["latency"]["backend"] == "torch" else 0},
 }
 KIND_THREADS = {"report": 1}
 # A data-parallel training job (`processes` > 1) runs that many torchrun processes on one node:
