@@ -99,6 +99,12 @@ def environment(backend: str) -> dict[str, str]:
     return env
 
 
+def _example(batch: int, sample_shape: Sequence[int]) -> torch.Tensor:
+    """The timed input: ``batch`` examples of ``sample_shape``, seeded (the same every time)."""
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(batch, *(int(n) for n in sample_shape), generator=generator)
+
+
 def _summary(times: list[float]) -> Latency:
     if len(times) >= 2:
         q1, _, q3 = statistics.quantiles(times, n=4, method="inclusive")
@@ -157,8 +163,7 @@ def onnx_latency(onnx: bytes, sample_shape: Sequence[int], settings: LatencySett
     options.intra_op_num_threads = settings.threads
     options.inter_op_num_threads = 1
     session = onnxruntime.InferenceSession(onnx, options, providers=["CPUExecutionProvider"])
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(settings.batch, *(int(n) for n in sample_shape), generator=generator)
+    x = _example(settings.batch, sample_shape)
     feed = {session.get_inputs()[0].name: x.numpy()}
     return _timed(lambda: session.run(None, feed), settings)
 
@@ -169,9 +174,8 @@ def measure_latency(model: nn.Module, resolution: int | None, settings: LatencyS
     """The latency of ``model`` on ``resolution`` px inputs with ``settings`` (the ``torch``
     backend on ``device``; ``onnxruntime`` on the CPU). ``sample_shape`` (one example's shape,
     e.g. a network piece's ``(C, H, W)``) replaces ``3 x resolution x resolution``."""
-    generator = torch.Generator().manual_seed(0)
     shape = (3, int(resolution), int(resolution)) if sample_shape is None else sample_shape
-    x = torch.randn(settings.batch, *(int(n) for n in shape), generator=generator)
+    x = _example(settings.batch, shape)
     if settings.backend == "onnxruntime":
         return _onnxruntime_latency(model, x, settings)
     return _torch_latency(model, x, settings, torch.device(device))
