@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -19,7 +20,7 @@ from natv2.train.eps import (
     train_phase,
     train_supernet,
 )
-from natv2.train.losses import distillation_loss, ensemble_logits, soft_cross_entropy
+from natv2.train.losses import distillation_loss, ensemble_logits, exit_weighted_loss, soft_cross_entropy
 from natv2.train.phases import PHASE_ORDER, elastic_dims, phases_for, sample_phase_arch
 
 CPU = torch.device("cpu")
@@ -107,6 +108,62 @@ def test_losses():
     assert ensemble_logits(exits[:1], WEIGHTS) is exits[0]
 
 
+def test_exit_weighted_loss_by_hand():
+    # two exits, one example each: CE = logsumexp - logit of the label
+    exits = [torch.tensor([[0.0, 0.0]]), torch.tensor([[2.0, 0.0]])]
+    y = torch.tensor([0])
+    ce0, ce1 = math.log(2.0), math.log(1.0 + math.exp(-2.0))
+    assert exit_weighted_loss(exits, y, WEIGHTS).item() == pytest.approx(0.06 * ce0 + 0.13 * ce1)
+    # the weights are used as given (the thesis' sum to 1 over five exits), not renormalised
+    assert exit_weighted_loss(exits[:1], y, [0.5] * 5).item() == pytest.approx(0.5 * ce0)
+    with pytest.raises(ValueError, match="3 exits but 2 exit loss weights"):
+        exit_weighted_loss(exits + exits[:1], y, [0.5, 0.5])
+
+
+def _exit_heads(net) -> list[dict[str, torch.Tensor]]:
+    """Parameters of exits 1..4 (``early_exits``) and of the last exit (OFA's head)."""
+    heads = [{k: v.detach().clone() for k, v in head.named_parameters()} for head in net.early_exits]
+    last = {k: v.detach().clone() for k, v in net.named_parameters() if k.startswith("classifier")}
+    return [*heads, last]
+
+
+@pytest.mark.parametrize("weights", [None, WEIGHTS])
+def test_full_phase_of_an_early_exit_net_trains_every_exit(weights):
+    """The thesis' ``full`` task trains all five exits (a weighted sum of their losses); without
+    exit weights only the last exit learns, and the ENS-KD teacher built on the four others
+    would be untrained."""
+    torch.manual_seed(0)
+    net = build_supernet("EE_B", n_classes=10, dropout=0.0)
+    space = space_of("EE_B")
+    x, y = fixed_batch()
+    before = _exit_heads(net)
+    record = train_phase(net, space, lambda seed: [(x, y)] * 3, "full", PhaseSettings(1, 0.05, 0, 1),
+                         train_settings(phases={}, label_smoothing=0.0, seed=0), None, CPU, seed=1,
+                         show_progress=False, exit_loss_weights=weights)
+    changed = [any(not torch.equal(b[k], v) for k, v in a.items()) for b, a in zip(before, _exit_heads(net), strict=True)]
+    assert changed == ([False] * 4 + [True] if weights is None else [True] * 5)
+    assert 0.0 <= record["train_top1"] <= 100.0 and math.isfinite(record["loss"])
+
+
+def test_train_supernet_trains_every_exit_in_full_and_reports_after_it(monkeypatch, tmp_path):
+    calls = []
+
+    def fake_phase(net, space, loader, phase, settings, train, teacher, device, seed, show_progress=True,
+                   world=None, exit_loss_weights=None):
+        calls.append((phase, exit_loss_weights))
+        return {"name": phase, "epochs": settings.epochs, "seconds": 0.0, "loss": 1.0, "train_top1": 0.0,
+                "epoch_loss": [1.0]}
+
+    monkeypatch.setattr(eps, "train_phase", fake_phase)
+    net = build_supernet("EE_B", n_classes=10, dropout=0.0)
+    one = PhaseSettings(1, 0.01, 0, 1)
+    train = train_settings(phases={"full": one, "kernel": one}, exit_loss_weights=(0.1, 0.1, 0.2, 0.2, 0.4))
+    history = train_supernet(net, space_of("EE_B"), lambda seed: [], train, CPU, tmp_path, show_progress=False,
+                             after_phase=lambda phase, n: {"seen_after": phase})
+    assert calls == [("full", (0.1, 0.1, 0.2, 0.2, 0.4)), ("kernel", None)]
+    assert [r["seen_after"] for r in history] == ["full", "kernel"]
+
+
 def test_ee_teacher_is_the_multi_exit_largest_net_with_ensemble_logits():
     torch.manual_seed(0)
     net = build_supernet("EE_B", n_classes=10, dropout=0.0)
@@ -178,7 +235,7 @@ def test_train_supernet_plan_and_teachers(monkeypatch, tmp_path):
     calls = []
 
     def fake_phase(net, space, loader, phase, settings, train, teacher, device, seed, show_progress=True,
-                   world=None):
+                   world=None, exit_loss_weights=None):
         calls.append((phase, settings.epochs, seed, teacher))
         return {"name": phase, "epochs": settings.epochs, "seconds": 0.0}
 
@@ -219,7 +276,7 @@ def test_checkpoints_of_other_settings_are_not_resumed(monkeypatch, tmp_path):
     calls = []
 
     def fake_phase(net, space, loader, phase, settings, train, teacher, device, seed, show_progress=True,
-                   world=None):
+                   world=None, exit_loss_weights=None):
         calls.append(phase)
         with torch.no_grad():
             net.classifier.linear.bias.add_(1.0)  # the weights change with every phase

@@ -110,6 +110,21 @@ def test_train_writes_checkpoint_and_json_and_resumes(tmp_path):
     assert all(torch.equal(state[k], before[k]) for k in before)
 
 
+def test_early_exit_full_phase_records_each_exits_validation_top1(tmp_path):
+    cfg = make_config(tmp_path, family="EE_B")
+    cfg["supernet"]["train"]["phases"] = {p: {"epochs": int(p == "full"), "subnets_per_step": 1}
+                                          for p in ("full", "kernel", "net_depth", "depth", "expand")}
+    cfg["space"]["resolutions"] = [12, 16]
+    info = run_supernet(validate(cfg), show_progress=False)
+    full = info["phases"][0]
+    assert full["name"] == "full" and set(full["val_top1_exits"]) == {"12", "16"}
+    for row in full["val_top1_exits"].values():
+        assert len(row["per_exit"]) == 5 and all(0.0 <= a <= 100.0 for a in row["per_exit"])
+        assert 0.0 <= row["ensemble"] <= 100.0
+    # the last exit at the largest resolution is the largest network val_top1 measures
+    assert full["val_top1_exits"]["16"]["per_exit"][-1] == pytest.approx(info["val_top1"]["largest"], abs=1e-3)
+
+
 # ---------------------------------------------------------------- sources: url, file, warm start
 
 

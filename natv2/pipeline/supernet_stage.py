@@ -2,7 +2,10 @@
 
 Writes ``<results>/supernet/supernet.pt`` (our checkpoint format) and ``supernet.json``
 (family, width, source, sha256 of the source file, phases with epochs and wall time,
-validation top-1 of the largest and smallest sub-networks after BN recalibration).
+validation top-1 of the largest and smallest sub-networks after BN recalibration). For
+early-exit families the record of the ``full`` phase (and of the warm-up's first step) holds
+``val_top1_exits``: per resolution, the validation top-1 of each of the largest network's five
+exits and of their ensemble right after that phase, which trained them together.
 
 Sources (``natv2.supernet.sources`` fetches, reads and loads them and decides on the head):
 ``train`` (Extended Progressive Shrinking from scratch, here), ``{pretrained: NAME}``,
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -31,6 +35,7 @@ from natv2.records import open_set, record_files
 from natv2.space import SearchSpace
 from natv2.supernet import build_supernet, save_checkpoint
 from natv2.supernet.sources import fit_head, open_source
+from natv2.train.aep import exit_accuracies
 from natv2.train.eps import TrainSettings, WarmupSettings, train_supernet
 from natv2.train.warmup import warm_up
 
@@ -58,6 +63,22 @@ def family_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """Keyword arguments of ``build_supernet`` (but ``n_classes``) for the configured family."""
     sn = cfg["supernet"]
     return {k: sn[k] for k in ("family", "width_mult", "ks_list", "expand_list", "depth_list")}
+
+
+def exit_validation(net, space: SearchSpace, evaluator: Evaluator, ensemble_weights) -> dict:
+    """``{"val_top1_exits": {resolution: {"per_exit": [...], "ensemble": top1}}}`` of the largest
+    network's exits (BN recalibrated per resolution, as every evaluation); ``{}`` without exits."""
+    if not space.has_nd:
+        return {}
+    rows = {}
+    for r in space.resolutions:
+        multi = net.extract(replace(space.largest(), resolution=int(r)), all_exits=True)
+        multi.to(evaluator.device, memory_format=torch.channels_last)
+        evaluator.recalibrate_and_count(multi, int(r))
+        per_exit, ensemble = exit_accuracies(multi, evaluator.validation(int(r)), evaluator.device,
+                                             ensemble_weights)
+        rows[str(int(r))] = {"per_exit": [round(a, 4) for a in per_exit], "ensemble": round(ensemble, 4)}
+    return {"val_top1_exits": rows}
 
 
 def validation_top1(net, space: SearchSpace, splits, device) -> dict[str, float]:
@@ -95,18 +116,25 @@ def _run_supernet(cfg: Mapping[str, Any], show_progress: bool, world: World, dev
     net = source.net
     splits = rank0_first(world, lambda: build_splits(data, resolution=max(space.resolutions)))
     loader = epoch_loader(splits.train, data.batch_size, data.num_workers)
+
+    def after_phase(phase: str, trained) -> dict:
+        if phase != "full":
+            return {}
+        evaluator = Evaluator(trained, splits, device, space.resolutions, encoder=space)
+        return exit_validation(trained, space, evaluator, train.ensemble_weights)
+
     if net is None:
         net = build_supernet(**family_kwargs(cfg), n_classes=splits.n_classes)
         phases = train_supernet(net, space, loader, train, device, layout.supernet_work,
                                 show_progress=show_progress, fingerprint=data_fingerprint(data, splits),
-                                world=world)
+                                world=world, after_phase=after_phase)
     else:
         net.to(device)
         phases = []
         if fit_head(net, splits.n_classes):
             net.to(device)
             phases = warm_up(net, space, loader, train, WarmupSettings.from_config(cfg), device,
-                             show_progress, world)
+                             show_progress, world, after_phase=after_phase)
     net.eval()
     if not world.writer:
         return {}

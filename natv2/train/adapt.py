@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -151,11 +151,7 @@ def adapt_supernet(
     teacher = make_teacher(net, space).to(device) if kd > 0 else None
     settings = PhaseSettings(epochs=epochs, lr=adaptation.lr, warmup_epochs=0,
                              subnets_per_step=adaptation.subnets_per_step)
-    train = TrainSettings(phases={"adapt": settings}, kd_ratio=kd,
-                          label_smoothing=train.label_smoothing, momentum=train.momentum,
-                          weight_decay=train.weight_decay,
-                          progressive_teacher=train.progressive_teacher,
-                          ensemble_weights=train.ensemble_weights, seed=seed)
+    train = replace(train, phases={"adapt": settings}, kd_ratio=kd, seed=seed)
     torch.manual_seed(seed)
     record = train_phase(
         net, space, loader, "adapt", settings, train, teacher, device, seed=seed,

@@ -43,7 +43,6 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from natv2.data import Splits
@@ -61,7 +60,7 @@ from natv2.train.finetune import (
     eval_batches,
     finetune,
 )
-from natv2.train.losses import ensemble_logits
+from natv2.train.losses import ensemble_logits, exit_weighted_loss
 
 #: the thesis' exit orderings (``finetune.exit_ordering``)
 ORDERINGS = ("ASC", "DESC", "UNIF", "MIX")
@@ -150,12 +149,7 @@ def aep_hooks(ordering: str, nd: int, label_smoothing: float = 0.0
         exits = _exits(outputs)
         if len(exits) != nd:
             raise ValueError(f"{len(exits)} exit outputs, expected {nd}")
-        losses = [w * F.cross_entropy(lo, y, label_smoothing=label_smoothing)
-                  for w, lo in zip(loss_w, exits, strict=True)]
-        total = losses[0]
-        for term in losses[1:]:
-            total = total + term
-        return total
+        return exit_weighted_loss(exits, y, loss_w, label_smoothing)
 
     def logits_fn(outputs: Any) -> torch.Tensor:
         return ensemble_logits(_exits(outputs), ens_w)

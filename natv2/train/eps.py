@@ -50,7 +50,7 @@ from natv2.seeds import epoch_seed, phase_seed
 from natv2.space import SearchSpace
 from natv2.supernet import load_checkpoint, read_extra, save_checkpoint
 from natv2.train.finetune import param_groups
-from natv2.train.losses import distillation_loss, ensemble_logits
+from natv2.train.losses import distillation_loss, ensemble_logits, exit_weighted_loss
 from natv2.train.phases import elastic_dims, phases_for, sample_phase_arch
 from natv2.train.schedule import cosine_lr
 
@@ -78,6 +78,7 @@ class TrainSettings:
     progressive_teacher: bool
     ensemble_weights: Sequence[float]
     seed: int
+    exit_loss_weights: Sequence[float]
 
     @classmethod
     def from_config(cls, cfg: Mapping) -> TrainSettings:
@@ -88,23 +89,27 @@ class TrainSettings:
             kd_ratio=t["kd_ratio"], label_smoothing=t["label_smoothing"],
             momentum=t["momentum"], weight_decay=t["weight_decay"],
             progressive_teacher=t["progressive_teacher"],
-            ensemble_weights=tuple(t["ensemble_weights"]), seed=int(cfg["seed"]))
+            ensemble_weights=tuple(t["ensemble_weights"]), seed=int(cfg["seed"]),
+            exit_loss_weights=tuple(t["exit_loss_weights"]))
 
 
 @dataclass(frozen=True)
 class WarmupSettings:
     """NATv2's warm-up of a super-network pretrained on another label set (``supernet.warmup``):
-    ``largest`` (phase ``full``) then ``supernet`` (phase ``expand``, uniform sub-networks)."""
+    ``largest`` (phase ``full``; early-exit families train every exit with
+    ``exit_loss_weights``) then ``supernet`` (phase ``expand``, uniform sub-networks)."""
 
     largest: PhaseSettings
     supernet: PhaseSettings
+    exit_loss_weights: Sequence[float]
 
     @classmethod
     def from_config(cls, cfg: Mapping) -> WarmupSettings:
         w = ensure_config(cfg)["supernet"]["warmup"]
         return cls(largest=PhaseSettings(w["largest_epochs"], w["lr"], 0, 1),
                    supernet=PhaseSettings(w["supernet_epochs"], w["lr"], 0,
-                                          w["subnets_per_step"]))
+                                          w["subnets_per_step"]),
+                   exit_loss_weights=tuple(w["exit_loss_weights"]))
 
 
 def make_teacher(net: nn.Module, space: SearchSpace) -> nn.Module:
@@ -199,9 +204,16 @@ def train_phase(net: nn.Module, space: SearchSpace, loader: Callable[[int], obje
                 device: torch.device, seed: int, show_progress: bool = True,
                 sampler: Sampler | None = None,
                 resolution_sampler: Callable[[np.random.Generator], int] | None = None,
-                world: World = SINGLE) -> dict:
+                world: World = SINGLE, exit_loss_weights: Sequence[float] | None = None) -> dict:
     """Train ``net`` for one phase; returns {name, epochs, seconds, loss, train_top1} of its last
     epoch and ``epoch_loss``, the mean training loss of each epoch.
+
+    ``exit_loss_weights`` (early-exit families, the ``full`` phase and the warm-up's first step):
+    every exit ``1..nd`` of each sampled sub-network is trained, on the weighted sum of the
+    exits' cross entropies (and of their distillation losses when there is a teacher), and
+    ``train_top1`` is that of the exits' ensemble (``ensemble_weights``), as the thesis trains
+    its ``full`` task (``EarlyExitRunManager.train_one_epoch``). Without it a sub-network's
+    output is its last exit.
 
     ``sampler(rng, resolution)`` draws the sub-networks of a step; by default those of the EPS
     phase ``phase`` (NAT's per-round adaptation passes its own, fitted to the archive).
@@ -211,6 +223,7 @@ def train_phase(net: nn.Module, space: SearchSpace, loader: Callable[[int], obje
     """
     rng = np.random.default_rng(seed)
     sampler = sampler or phase_sampler(space, phase)
+    all_exits = exit_loss_weights is not None and space.has_nd
     # channels-last activations and weights: about 2x faster convolutions on CPU (oneDNN) and the
     # layout tensor cores want on GPU; values are unchanged
     net.to(memory_format=torch.channels_last)
@@ -241,10 +254,19 @@ def train_phase(net: nn.Module, space: SearchSpace, loader: Callable[[int], obje
                 optimizer.zero_grad(set_to_none=True)
                 for _ in range(settings.subnets_per_step):
                     arch = sampler(rng, resolution)
-                    logits = net(x, arch)
-                    loss = F.cross_entropy(logits, y, label_smoothing=train.label_smoothing)
-                    if soft is not None and train.kd_ratio > 0:
-                        loss = loss + train.kd_ratio * distillation_loss(logits, soft)
+                    if all_exits:
+                        exits = net(x, arch, all_exits=True)
+                        loss = exit_weighted_loss(exits, y, exit_loss_weights, train.label_smoothing)
+                        if soft is not None and train.kd_ratio > 0:
+                            kd = [w * distillation_loss(lo, soft)
+                                  for w, lo in zip(exit_loss_weights, exits, strict=False)]
+                            loss = loss + train.kd_ratio * sum(kd[1:], kd[0])
+                        logits = ensemble_logits(exits, train.ensemble_weights).detach()
+                    else:
+                        logits = net(x, arch)
+                        loss = F.cross_entropy(logits, y, label_smoothing=train.label_smoothing)
+                        if soft is not None and train.kd_ratio > 0:
+                            loss = loss + train.kd_ratio * distillation_loss(logits, soft)
                     value = float(loss.detach())
                     if not math.isfinite(value):
                         raise UserError(f"supernet {phase}: training loss is {value} at step {step + 1} "
@@ -274,13 +296,17 @@ def train_phase(net: nn.Module, space: SearchSpace, loader: Callable[[int], obje
 def train_supernet(net: nn.Module, space: SearchSpace, loader: Callable[[int], object],
                    train: TrainSettings, device: torch.device, ckpt_dir: Path,
                    show_progress: bool = True, fingerprint: Mapping | None = None,
-                   world: World = SINGLE) -> list[dict]:
+                   world: World = SINGLE,
+                   after_phase: Callable[[str, nn.Module], Mapping] | None = None) -> list[dict]:
     """Run every EPS phase that applies to the family and has epochs > 0, resuming from ``ckpt_dir``.
 
     ``loader(seed)`` returns an iterable of (images, labels) batches of the training split,
     shuffled with that seed (one call per epoch). ``fingerprint`` (JSON-able) describes what else
     the weights depend on, e.g. the data settings: a checkpoint is resumed from only when it and
-    the training settings match. Returns the per-phase records.
+    the training settings match. The ``full`` phase of an early-exit family trains every exit
+    (``train.exit_loss_weights``). ``after_phase(phase, net)`` may add JSON-able fields to a
+    phase's record (e.g. validation accuracies), saved with its checkpoint. Returns the
+    per-phase records.
     """
     plan = [p for p in phases_for(space.family) if p in train.phases and train.phases[p].epochs > 0]
     ckpt_dir = Path(ckpt_dir)
@@ -309,7 +335,10 @@ def train_supernet(net: nn.Module, space: SearchSpace, loader: Callable[[int], o
         record = train_phase(net, space, loader, phase, train.phases[phase], train,
                              teacher if phase != "full" else None, device,
                              seed=phase_seed(train.seed, index), show_progress=show_progress,
-                             world=world)
+                             world=world,
+                             exit_loss_weights=train.exit_loss_weights if phase == "full" else None)
+        if after_phase is not None:
+            record.update(after_phase(phase, net))
         history.append(record)
         if world.writer:  # in a data-parallel run, every rank holds the same weights
             ckpt = save_checkpoint(net, _checkpoint_path(ckpt_dir, index, phase),

@@ -26,6 +26,22 @@ def ensemble_logits(exit_logits: Sequence[torch.Tensor], weights: Sequence[float
     return sum((wi * lo for wi, lo in zip(w.tolist(), exit_logits, strict=True)), torch.zeros_like(exit_logits[0]))
 
 
+def exit_weighted_loss(exit_logits: Sequence[torch.Tensor], labels: torch.Tensor,
+                       weights: Sequence[float], label_smoothing: float = 0.0) -> torch.Tensor:
+    """``sum_i w_i * CE(exit_i, labels)`` over exits ``1..n`` (``weights`` of exits 1..5, the
+    first ``n`` used as given, not renormalised): how the thesis trains a network's exits
+    together (``EarlyExitRunManager.train_one_epoch``, ``TrainerEE.train_one_epoch``). Summed
+    out of place."""
+    if len(exit_logits) > len(weights):
+        raise ValueError(f"{len(exit_logits)} exits but {len(weights)} exit loss weights")
+    terms = [float(w) * F.cross_entropy(lo, labels, label_smoothing=label_smoothing)
+             for w, lo in zip(weights, exit_logits, strict=False)]
+    total = terms[0]
+    for term in terms[1:]:
+        total = total + term
+    return total
+
+
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
     """OFA's KD: cross entropy of the student against the teacher's softmax (temperature 1)."""
     return soft_cross_entropy(student_logits, F.softmax(teacher_logits.detach(), dim=1))

@@ -1,13 +1,14 @@
 """NATv2's warm-up of a super-network pretrained on another label set (its new head in place).
 
-First the largest network is fine-tuned (EPS phase ``full``, no teacher), then the whole
+First the largest network is fine-tuned (EPS phase ``full``, no teacher; for early-exit
+families all its exits together, ``WarmupSettings.exit_loss_weights``), then the whole
 super-network is trained on uniformly sampled sub-networks (phase ``expand``) with knowledge
 distillation from the largest network as the first step left it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 
@@ -19,12 +20,17 @@ from natv2.train.eps import TrainSettings, WarmupSettings, make_teacher, train_p
 
 def warm_up(net: torch.nn.Module, space: SearchSpace, loader: Callable[[int], object],
             train: TrainSettings, warmup: WarmupSettings, device: torch.device,
-            show_progress: bool = True, world: World = SINGLE) -> list[dict]:
-    """Run the two warm-up steps that have epochs; returns their training records."""
+            show_progress: bool = True, world: World = SINGLE,
+            after_phase: Callable[[str, torch.nn.Module], Mapping] | None = None) -> list[dict]:
+    """Run the two warm-up steps that have epochs; returns their training records.
+    ``after_phase("full", net)`` may add fields to the first step's record."""
     records = []
     if warmup.largest.epochs > 0:
         rec = train_phase(net, space, loader, "full", warmup.largest, train, None, device,
-                          seed=warmup_seed(train.seed, "largest"), show_progress=show_progress, world=world)
+                          seed=warmup_seed(train.seed, "largest"), show_progress=show_progress, world=world,
+                          exit_loss_weights=warmup.exit_loss_weights)
+        if after_phase is not None:
+            rec.update(after_phase("full", net))
         records.append({**rec, "name": "warmup_largest"})
     if warmup.supernet.epochs > 0:
         teacher = make_teacher(net, space).to(device) if train.kd_ratio > 0 else None
