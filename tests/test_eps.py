@@ -20,7 +20,12 @@ from natv2.train.eps import (
     train_phase,
     train_supernet,
 )
-from natv2.train.losses import distillation_loss, ensemble_logits, exit_weighted_loss, soft_cross_entropy
+from natv2.train.losses import (
+    distillation_loss,
+    ensemble_logits,
+    exit_weighted_loss,
+    soft_cross_entropy,
+)
 from natv2.train.phases import PHASE_ORDER, elastic_dims, phases_for, sample_phase_arch
 
 CPU = torch.device("cpu")
