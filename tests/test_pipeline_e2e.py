@@ -27,8 +27,8 @@ ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "
 CONFIG = "config/test.yaml"
 FINAL = "results/search/round_02/archive.csv"
 PROJECT_FILES = ("workflow", "config")
-# Measured wall-clock values: two runs of the same config agree on everything else, byte for byte.
-TIMING_KEYS = frozenset({"latency_ms", "latency_iqr_ms", "onnx_latency_ms"})
+# Measured latencies (not natv2.files.TIMING_KEYS, the wall times kept out of checkpoints): two runs of the same config agree on everything else, byte for byte.
+MEASURED_TIMES = frozenset({"latency_ms", "latency_iqr_ms", "onnx_latency_ms"})
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +57,7 @@ def project_copy(dest: Path) -> Path:
 
 def _mask_timings(value):
     if isinstance(value, dict):
-        return {k: ("<timed>" if k in TIMING_KEYS and v is not None else _mask_timings(v)) for k, v in value.items()}
+        return {k: ("<timed>" if k in MEASURED_TIMES and v is not None else _mask_timings(v)) for k, v in value.items()}
     if isinstance(value, list):
         return [_mask_timings(v) for v in value]
     return value
