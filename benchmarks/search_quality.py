@@ -16,10 +16,11 @@ the same number of rounds (and the same number of super-network adaptations). Re
 the archive after each adaptation are counted separately (NAT's growing archive costs more of
 them; it shows in wall time).
 
-Hypervolume: top-1 error against params, normalised with one ideal/nadir for all runs: the
-minimum/maximum over every run's round-0 evaluations (all made by the same, not yet adapted,
-super-network); reference point 1.01 x the normalised nadir. A run's hypervolume after round k is
-that of its archive then (accuracies as re-evaluated by its adapted super-network).
+Hypervolume: the thesis' ``calc_hv`` (:mod:`natv2.search.hypervolume`) of top-1 error against
+params, with one reference point for all runs: 1.01 x the maximum over every run's round-0
+evaluations (all made by the same, not yet adapted, super-network), the volume divided by that
+point's product. A run's hypervolume after round k is that of its archive then (accuracies as
+re-evaluated by its adapted super-network).
 
     python benchmarks/search_quality.py --supernet benchmarks/work/pipeline/project/results/supernet \\
         --work benchmarks/work/search --markdown docs/BENCHMARKS.md
@@ -322,7 +323,8 @@ def markdown_block(command: str, args: argparse.Namespace, cfg, budget: int,
         f"{', '.join(map(str, args.seeds))}. Equal budget: {budget} architectures evaluated per "
         f"run (initial archive + candidates). Hypervolume reference (raw units, fixed for all "
         f"runs): ideal top-1 error {ref.ideal[0]:.2f}% / {ref.ideal[1]:,.0f} params, "
-        f"nadir {ref.nadir[0]:.2f}% / {ref.nadir[1]:,.0f} params. Values are mean ± "
+        f"nadir {ref.nadir[0]:.2f}% / {ref.nadir[1]:,.0f} params, reference point 1.01 x nadir, "
+        f"volume over its product (the thesis' calc_hv). Values are mean ± "
         f"standard deviation over seeds; evaluator calls include the re-evaluations after each "
         f"adaptation.",
         "",

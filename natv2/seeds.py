@@ -19,15 +19,17 @@ stream                      value                                               
                                                                                    subset, update
 ``adaptation_seed(s, k)``   SeedSequence([s, k, 3])                                adaptation
 ``sample_seed(s, t)``       SeedSequence([s, t, 17]) for attempt ``t``              sample_new
-``topup_seed(s, t)``        ``s + 7919 * (t + 1)``                                 evolution's
-                                                                                   initial pop
-``fold_seed(s, i)``         ``s + i`` for CV fold ``i`` of the predictor ensemble  lgbm
+``fold_seed(s, i)``         ``s + i`` for CV fold ``i`` of the predictor ensemble  lgbm-small
 ``phase_seed(s, i)``        ``100 * s + i`` for EPS phase ``i``                    train_supernet
 ``warmup_seed(s, step)``    ``100 * s + 90`` (largest) / ``+ 91`` (super-network)  warm-up
 ``epoch_seed(s, e)``        ``1000 * s + e`` for epoch ``e`` of a phase            train_phase
 ``finetune_seed(s, rank)``  ``s + 1000 + rank`` (the stage's global torch seed)    finetune
 ``step_seed(s, step)``      ``s`` (step 1) / ``s + 1`` (step 2)                    finetune
 ==========================  =====================================================  =========
+
+Newer streams, through :func:`derive`: ``calibration_augment_seed(s, r)`` = ``derive(s,
+"bn-calibration", r)``, the augmentation drawn once per resolution ``r`` on the BN-calibration
+subset (``natv2.data.splits.calibration_batches``).
 
 The data split and the calibration subset use the top-level ``seed`` itself (scikit-learn's
 ``random_state``, a torch generator), as does the global seeding of a stage process
@@ -56,6 +58,11 @@ def derive(seed: int, *names: int | str) -> int:
     return int(np.random.SeedSequence(words).generate_state(1)[0] % _MOD)
 
 
+def calibration_augment_seed(seed: int, resolution: int) -> int:
+    """The train augmentation of the BN-calibration subset at ``resolution``."""
+    return derive(seed, "bn-calibration", int(resolution))
+
+
 def round_seed(seed: int, round_k: int) -> int:
     """Search round ``round_k``: predictor, evolution, subset selection, archive survival."""
     return derive(seed, int(round_k), 0)
@@ -69,11 +76,6 @@ def adaptation_seed(seed: int, round_k: int) -> int:
 def sample_seed(seed: int, attempt: int) -> int:
     """Attempt ``attempt`` of drawing new distinct architectures (``policy.sample_new``)."""
     return derive(seed, int(attempt), 17)
-
-
-def topup_seed(seed: int, attempt: int) -> int:
-    """Attempt ``attempt`` of topping up the evolution's initial population with samples."""
-    return int(seed) + 7919 * (int(attempt) + 1)
 
 
 def fold_seed(seed: int, fold: int) -> int:

@@ -112,18 +112,33 @@ def test_train_subset_is_stratified_cap():
 
 
 def test_calibration_batches_fixed(digits):
-    c = {"seed": 0, "data": {"name": "digits", "calib_size": 100, "batch_size": 32}}
+    data = {"name": "digits", "calib_size": 100, "calib_batch_size": 32}
+    c = {"seed": 0, "data": data}
+    before = torch.random.get_rng_state()
     a = calibration_batches(digits, 16, DataSettings.from_config(c))
+    assert torch.equal(torch.random.get_rng_state(), before)  # the global stream is untouched
     b = calibration_batches(digits, 16, DataSettings.from_config(c))
-    assert [t.shape[0] for t in a] == [32, 32, 32, 4]
+    assert [t.shape[0] for t in a] == [32, 32, 32, 4]  # the last batch short, as the thesis'
     assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
-    # the images come from the train split, eval transform
+    # the thesis' build_sub_train_loader: the same training images through the TRAIN transform
+    plain = calibration_batches(digits, 16, DataSettings.from_config(
+        {"seed": 0, "data": {**data, "calib_augment": False}}))
+    assert [t.shape[0] for t in plain] == [32, 32, 32, 4]
     train = digits.dataset("train", 16)
-    assert any(torch.equal(a[0][0], train[i][0]) for i in range(len(train)))
-    other = calibration_batches(digits, 16, DataSettings.from_config({"seed": 5, "data": c["data"]}))
+    assert any(torch.equal(plain[0][0], train[i][0]) for i in range(len(train)))
+    moved = [not torch.equal(x, y) for x, y in zip(torch.cat(a), torch.cat(plain), strict=True)]
+    assert 50 < sum(moved) < 100  # most images translated by the augmentation, some by (0, 0)
+    # each one a translated copy of the same image: a crop of it padded with the background
+    pad = digits._source.pad_for(16)
+    bg = float(torch.cat(plain).min())
+    for x, y in zip(torch.cat(a), torch.cat(plain), strict=True):
+        padded = torch.nn.functional.pad(y, (pad,) * 4, value=bg)
+        assert any(torch.allclose(x, padded[:, i:i + 16, j:j + 16], atol=1e-5)
+                   for i in range(2 * pad + 1) for j in range(2 * pad + 1))
+    other = calibration_batches(digits, 16, DataSettings.from_config({"seed": 5, "data": data}))
     assert not torch.equal(a[0], other[0])
     default = calibration_batches(digits, 16)  # the settings the splits were built with
-    assert sum(t.shape[0] for t in default) == 256 and default[0].shape == (64, 3, 16, 16)
+    assert [t.shape[0] for t in default] == [100, 100, 56]  # calib_size 256, batches of 100
 
 
 def test_make_loader_is_seeded(digits):
@@ -200,12 +215,24 @@ def test_cifar_splits_on_fake_folder(tmp_path, monkeypatch):
     s = build_splits(DataSettings.from_config({"seed": 0, "data": {"name": "cifar10", "root": str(tmp_path)}}), 24)
     assert s.sizes() == {"train": 170, "val": 30, "test": 40}
     assert s.n_classes == 10 and s.class_names[3] == "c3"
-    assert s.mean == (0.485, 0.456, 0.406)
+    assert s.mean == (0.49139968, 0.48215827, 0.44653124)  # the thesis' CIFAR statistics
     x, y = s.train[0]
     assert x.shape == (3, 24, 24) and 0 <= y < 10
     assert torch.equal(s.val[1][0], s.val[1][0]) and s.test[0][0].shape == (3, 24, 24)
-    calib = calibration_batches(s, 24, DataSettings.from_config({"data": {"calib_size": 20, "batch_size": 8}}))
+    calib = calibration_batches(s, 24, DataSettings.from_config(
+        {"data": {"calib_size": 20, "calib_batch_size": 8}}))
     assert [t.shape[0] for t in calib] == [8, 8, 4]
+    # the thesis' CIFAR transforms (NAT_extended/data_providers/cifar.py)
+    train_tf = [type(t).__name__ for t in s.dataset("train", 24, augment=True).transform.transforms]
+    assert train_tf == ["RandomResizedCrop", "RandomHorizontalFlip", "AutoAugment", "ToTensor",
+                        "Normalize"]
+    crop, auto = s.dataset("train", 24, augment=True).transform.transforms[::2][:2]
+    assert (crop.scale, crop.ratio, auto.policy.name) == ((1.0, 1.0), (1.0, 1.0), "CIFAR10")
+    resize = s.dataset("val", 24).transform.transforms[0]
+    assert type(resize).__name__ == "Resize" and resize.interpolation.name == "BICUBIC"
+    mine = build_splits(DataSettings.from_config({"seed": 0, "data": {
+        "name": "cifar10", "root": str(tmp_path), "mean": [0.5, 0.5, 0.5], "std": [0.2] * 3}}), 24)
+    assert mine.mean == (0.5, 0.5, 0.5) and mine.std == (0.2, 0.2, 0.2)
 
 
 # ----------------------------------------------------------------------------- ImageFolder
@@ -234,6 +261,28 @@ def test_imagefolder_holdout(tmp_path):
     assert x.shape == (3, 16, 16) and y in (0, 1, 2)
     assert s.val[0][0].shape == (3, 16, 16)
     assert sorted(set(s.test.targets)) == [0, 1, 2]
+
+
+def test_imagefolder_transforms_take_the_thesis_settings(tmp_path):
+    _write_train(tmp_path)
+    base = {"results_dir": str(tmp_path / "results"), "data": {"name": "imagefolder",
+                                                                "root": str(tmp_path)}}
+    s = build_splits(DataSettings.from_config(base), 16)
+    crop = s.dataset("train", 16, augment=True).transform.transforms[0]
+    assert crop.scale == (0.08, 1.0) and s.mean == (0.485, 0.456, 0.406)  # OFA's ImageNet
+    resize, centre = s.dataset("val", 16).transform.transforms[:2]
+    assert resize.size == 19 and centre.size == (16, 16)  # ceil(16 / 0.875), then the crop
+    # the thesis' Tiny ImageNet (OFA_mbv3_extended/data_providers/tiny_imagenet.py)
+    tiny = {**base["data"], "resize_scale": 0.85, "mean": [0.4802, 0.4481, 0.3975],
+            "std": [0.2770, 0.2691, 0.2821]}
+    t = build_splits(DataSettings.from_config({**base, "data": tiny}), 16)
+    assert t.dataset("train", 16, augment=True).transform.transforms[0].scale == (0.85, 1.0)
+    assert t.mean == (0.4802, 0.4481, 0.3975) and t.std == (0.2770, 0.2691, 0.2821)
+    whole = build_splits(DataSettings.from_config({**base, "data": {**base["data"],
+                                                                    "eval_crop": 1}}), 16)
+    assert whole.dataset("val", 16).transform.transforms[0].size == 16
+    x, _ = t.val[0]
+    assert x.shape == (3, 16, 16)
 
 
 def test_imagefolder_val_folder_as_test(tmp_path):

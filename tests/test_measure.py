@@ -65,27 +65,46 @@ def test_count_macs_hand_computed_and_modes_restored():
 
 
 def test_recalibrate_bn_hand_computed():
+    # OFA's set_running_statistics: per batch the mean and the BIASED variance, averaged with
+    # each batch weighted by its size
     torch.manual_seed(0)
     conv = nn.Conv2d(3, 4, 3, padding=1, bias=False)
     net = nn.Sequential(conv, nn.BatchNorm2d(4, momentum=0.3))
     net[1].running_mean.fill_(5.0)  # stale stats to be replaced
     net[1].running_var.fill_(7.0)
     net.eval()
-    batches = [torch.randn(8, 3, 6, 6) + i for i in range(3)]
+    batches = [torch.randn(n, 3, 2, 2) * (i + 1) + i for i, n in enumerate((8, 8, 3))]
     recalibrate_bn(net, batches, CPU)
     with torch.no_grad():
         outs = [F.conv2d(b, conv.weight, padding=1) for b in batches]
-    per_batch_mean = torch.stack([o.mean((0, 2, 3)) for o in outs])
-    all_mean = torch.cat(outs).mean((0, 2, 3))  # equal batch sizes: the same thing
-    assert torch.allclose(net[1].running_mean, per_batch_mean.mean(0), atol=1e-5)
-    assert torch.allclose(net[1].running_mean, all_mean, atol=1e-5)
-    per_batch_var = torch.stack([o.transpose(0, 1).reshape(4, -1).var(1) for o in outs])
-    assert torch.allclose(net[1].running_var, per_batch_var.mean(0), rtol=1e-4)
+    sizes = torch.tensor([8.0, 8.0, 3.0])[:, None]
+    means = torch.stack([o.mean((0, 2, 3)) for o in outs])
+    biased = torch.stack([o.transpose(0, 1).reshape(4, -1).var(1, correction=0) for o in outs])
+    assert torch.allclose(net[1].running_mean, (means * sizes).sum(0) / 19, atol=1e-5)
+    assert torch.allclose(net[1].running_var, (biased * sizes).sum(0) / 19, rtol=1e-5)
+    unbiased = torch.stack([o.transpose(0, 1).reshape(4, -1).var(1) for o in outs]).mean(0)
+    assert not torch.allclose(net[1].running_var, unbiased, rtol=1e-2)  # PyTorch's own update
     assert net[1].momentum == 0.3 and not net.training and not net[1].training
     first = (net[1].running_mean.clone(), net[1].running_var.clone())
-    recalibrate_bn(net, [(b, torch.zeros(8)) for b in batches], CPU)  # (x, y) pairs work too
+    recalibrate_bn(net, [(b, torch.zeros(len(b))) for b in batches], CPU)  # (x, y) pairs too
     assert torch.equal(net[1].running_mean, first[0])
     assert torch.equal(net[1].running_var, first[1])
+
+
+def test_recalibrate_bn_leaves_a_layer_no_batch_reaches():
+    class Skip(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used, self.unused = nn.BatchNorm2d(2), nn.BatchNorm2d(2)
+
+        def forward(self, x):
+            return self.used(x)
+
+    net = Skip()
+    net.unused.running_var.fill_(3.0)
+    recalibrate_bn(net, [torch.randn(4, 2, 3, 3)], CPU)
+    assert torch.equal(net.unused.running_var, torch.full((2,), 3.0))
+    assert torch.equal(net.unused.running_mean, torch.zeros(2))
 
 
 def test_recalibrate_bn_keeps_dropout_off_and_handles_no_bn():

@@ -7,11 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from natv2.search.archive import objectives
-from natv2.search.hypervolume import Reference, archive_hypervolume
+from natv2.search.archive import concat_archives, objectives
+from natv2.search.hypervolume import Reference, archive_hypervolume, hypervolume_stats
 from natv2.search.policy import PRESETS, Policy
 from natv2.search.round import run_round
-from natv2.search.survival import pareto_front_mask
+from natv2.search.survival import pareto_front_mask, survive
 from natv2.space import SearchSpace
 
 SPACE = SearchSpace(family="SE_B", resolutions=[160, 176, 192], widths=[1.0])
@@ -48,10 +48,12 @@ def policy(name="natv2", objectives=("top1", "params"), **overrides):
 
 def test_policy_presets():
     nat = Policy.preset("nat", N_DOE, OBJ)
-    assert nat.candidates == 8 and nat.predictor == "as"
+    # the thesis' NAT baseline (run_nat.py): LightGBM on one-hot features
+    assert (nat.candidates, nat.predictor, nat.features) == (8, "lgbm", "onehot")
     v2 = Policy.preset("natv2", N_DOE, OBJ)
-    assert (v2.candidates, v2.predictor, v2.repair, v2.sampler, v2.update) == (
-        25, "lgbm", "fill", "balanced", "bounded")
+    assert (v2.candidates, v2.predictor, v2.features, v2.repair, v2.sampler, v2.update) == (
+        25, "lgbm", "integer", "fill", "balanced", "bounded")
+    assert Policy.preset("nat", N_DOE, OBJ, predictor="as").predictor == "as"  # the NAT paper
     assert Policy.preset("nat", N_DOE, OBJ, candidates=3).candidates == 3
     assert Policy.preset("random", N_DOE, OBJ).make_predictor(0) is None
     with pytest.raises(ValueError, match="nat, natv2, random"):
@@ -69,7 +71,7 @@ def test_policy_from_config_takes_non_null_overrides():
     cfg = validate({"search": {"policy": "nat", "n_doe": 12, "candidates": 4,
                                "objectives": ["params", "macs"]}})
     p = Policy.from_config(cfg)
-    assert (p.policy, p.n_doe, p.candidates, p.predictor) == ("nat", 12, 4, "as")
+    assert (p.policy, p.n_doe, p.candidates, p.predictor) == ("nat", 12, 4, "lgbm")
     assert p.objectives == ["top1", "params", "macs"]
 
 
@@ -103,7 +105,11 @@ def test_update_bounded_stays_n_doe_and_grow_grows():
     more, _ = policy("nat").initial_archive(SPACE, evaluate, seed=5)
     new = more[more["origin"] != "bound"].assign(origin="candidate", round=1)
     bounded = policy("natv2").update_archive(archive, new, seed=0)
-    assert len(bounded) == N_DOE and (bounded["origin"] == "bound").sum() == 2
+    assert len(bounded) == N_DOE
+    # the thesis' NATNew: survival over every row, the bounds not protected
+    both = concat_archives([archive, new])
+    expected = np.sort(survive(objectives(both, OBJ), N_DOE, seed=0))
+    assert bounded["arch"].tolist() == both["arch"].iloc[expected].tolist()
     grown = policy("nat").update_archive(archive, new, seed=0)
     assert len(grown) == len(set(archive["arch"]) | set(new["arch"]))
 
@@ -111,8 +117,6 @@ def test_update_bounded_stays_n_doe_and_grow_grows():
 @pytest.mark.parametrize("name", ["natv2", "nat", "random"])
 def test_two_rounds_raise_hypervolume_and_are_deterministic(name):
     overrides = {"candidates": 5, "preprocess_factor": 3}
-    if name == "nat":  # keep adaptive switching quick in a unit test
-        overrides["predictor_kwargs"] = {"n_folds": 3, "candidates": ("rbf", "gp")}
     p = policy(name, **overrides)
 
     def run():
@@ -151,18 +155,38 @@ def test_two_rounds_raise_hypervolume_and_are_deterministic(name):
         pd.testing.assert_frame_equal(a, b, check_exact=True)
 
 
-def test_hypervolume_reference_rule():
-    F = np.array([[0.0, 1.0], [1.0, 0.0]])
-    ref = Reference.of(F)  # ideal (0, 0), nadir (1, 1), reference point 1.01
-    assert ref.reference_point == pytest.approx((1.01, 1.01))
-    # two rectangles 1.01 x 0.01 minus their 0.01 x 0.01 overlap
-    assert ref.hypervolume(F) == pytest.approx(2 * 1.01 * 0.01 - 0.01**2)
-    assert Reference.of(F * 50 + 7).hypervolume(F * 50 + 7) == pytest.approx(ref.hypervolume(F))
-    assert ref.hypervolume(np.array([[2.0, 2.0]])) == 0.0  # does not dominate the reference
-    assert ref.hypervolume(np.array([[0.0, 0.0]])) == pytest.approx(1.01**2)
-    flat = Reference.of(np.array([[1.0, 5.0], [2.0, 5.0]]))  # a constant objective: span 1
-    assert flat.reference_point == pytest.approx((2.01, 6.01))
+def test_hypervolume_is_the_thesis_calc_hv():
+    # NAT_extended/search/algorithms/utils.py calc_hv: non-dominated set, reference 1.01 x the
+    # reference set's maximum, HV / |prod(reference)|
+    F = np.array([[2.0, 6.0], [4.0, 3.0], [5.0, 5.0]])  # the last one is dominated by the second
+    ref = Reference.of(F)
+    assert ref.ideal == (2.0, 3.0) and ref.nadir == (5.0, 6.0)
+    assert ref.reference_point == pytest.approx((5.05, 6.06))
+    # (2, 6): 3.05 x 0.06; (4, 3): 1.05 x 3.06; their overlap 1.05 x 0.06
+    by_hand = (3.05 * 0.06 + 1.05 * 3.06 - 1.05 * 0.06) / (5.05 * 6.06)
+    assert ref.hypervolume(F) == pytest.approx(by_hand)
+    assert ref.hypervolume(F[:2]) == pytest.approx(by_hand)  # dominated points add nothing
+    scale = np.array([100.0, 1e6])  # a fraction or a percent, params or millions: same number
+    assert Reference.of(F * scale).hypervolume(F * scale) == pytest.approx(by_hand)
+    assert ref.hypervolume(np.array([[6.0, 1.0]])) == 0.0  # does not dominate the reference
+    assert ref.hypervolume(np.array([[0.0, 0.0]])) == pytest.approx(1.0)  # the whole box
+    assert ref.hypervolume(np.empty((0, 2))) == 0.0
+    assert np.isnan(Reference.of(np.array([[0.0, 1.0]])).hypervolume(np.array([[0.0, 1.0]])))
     assert Reference.from_dict(ref.as_dict()) == ref
+
+
+def test_normalised_hypervolume_is_named_apart():
+    F = np.array([[2.0, 6.0], [4.0, 3.0], [5.0, 5.0]])
+    ref = Reference.of(F)  # normalised: (0, 1), (2/3, 0), (1, 2/3); reference 1.01
+    by_hand = 1.01 * 0.01 + (1.01 - 2 / 3) * 1.01 - (1.01 - 2 / 3) * 0.01
+    assert ref.hypervolume_normalised(F) == pytest.approx(by_hand)
+    assert Reference.of(F * 50 + 7).hypervolume_normalised(F * 50 + 7) == pytest.approx(by_hand)
+    flat = Reference.of(np.array([[1.0, 5.0], [2.0, 5.0]]))  # a constant objective: span 1
+    assert flat.hypervolume_normalised(np.array([[2.0, 5.0]])) == pytest.approx(0.01 * 1.01)
+    stats = hypervolume_stats(pd.DataFrame({"top1": [98.0, 96.0, 95.0], "params": [6, 3, 5]}),
+                              ["top1", "params"], ref)
+    assert stats["hypervolume"] == pytest.approx(ref.hypervolume(F))
+    assert stats["hypervolume_normalised"] == pytest.approx(by_hand)
 
 
 def test_three_objectives_round():
@@ -180,3 +204,20 @@ def test_three_objectives_round():
     assert result.meta["predictor"]["name"] == "cart"
     ref = Reference.of_archive(archive, p.objectives)
     assert len(ref.reference_point) == 3
+
+
+def test_bounded_update_drops_a_dominated_bound():
+    archive, _ = policy("nat").initial_archive(SPACE, evaluate, seed=0)
+    archive = archive.sort_values("params", kind="stable").reset_index(drop=True)
+    assert archive["params"].is_unique
+    archive["top1"] = 50.0 + 2.0 * np.arange(len(archive))  # every row on one front
+    small = SPACE.encode(SPACE.smallest())
+    assert archive["arch"].iloc[0] == small
+    more, _ = policy("nat").initial_archive(SPACE, evaluate, seed=5)
+    other = more[~more["arch"].isin(archive["arch"])].iloc[[0]]
+    # as small as the smallest and more accurate: it dominates the smallest, nothing else
+    better = other.assign(params=archive["params"].iloc[0], top1=51.0, origin="candidate",
+                          round=1)
+    kept = policy("natv2").update_archive(archive, better, seed=0)
+    assert len(kept) == N_DOE and other["arch"].iloc[0] in set(kept["arch"])
+    assert small not in set(kept["arch"])

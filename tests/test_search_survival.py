@@ -8,7 +8,6 @@ from natv2.search.survival import (
     pareto_front_mask,
     reference_directions,
     survive,
-    survive_keeping,
 )
 
 # Front 0: A(0,5) B(1,3) C(4,1) D(5,0); E(2,4) is dominated by B only; F(4.5,4) by C and E.
@@ -49,9 +48,3 @@ def test_three_objectives_reference_directions_deterministic():
     assert set(a.tolist()) <= nd or nd <= set(a.tolist())
     dirs = reference_directions(3, 15, seed=1)
     assert dirs.shape == (15, 3) and np.allclose(dirs.sum(axis=1), 1.0)
-
-
-def test_survive_keeping_keeps_bounds():
-    F = np.vstack([HAND, [[9, 9], [8, 8]]])  # rows 6, 7 are the worst
-    got = survive_keeping(F, 4, keep=[6, 7], seed=0)
-    assert got[:2].tolist() == [6, 7] and set(got[2:].tolist()) == {0, 3}

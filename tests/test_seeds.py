@@ -16,7 +16,6 @@ def test_legacy_streams_keep_their_values(seed):
         assert seeds.round_seed(seed, k) == _legacy_sequence(seed, k, 0)
         assert seeds.adaptation_seed(seed, k) == _legacy_sequence(seed, k, 3)
         assert seeds.sample_seed(seed, k) == _legacy_sequence(seed, k, 17)
-        assert seeds.topup_seed(seed, k) == seed + 7919 * (k + 1)
         assert seeds.fold_seed(seed, k) == seed + k
         assert seeds.phase_seed(seed, k) == 100 * seed + k
         assert seeds.epoch_seed(seed, k) == 1000 * seed + k

@@ -85,12 +85,12 @@ def test_constrained_search_keeps_the_population_within_the_targets(fitted):  # 
     size = _size(A)
     limit = float(np.percentile(size, 30))  # most of the space is outside the budget
     G = constraint_fn(parse_targets([{"params": limit}]), ["params", "macs"])
-    kw = dict(pop_size=20, n_gen=6, seed=3, repair="push", sampler="balanced")
-    X, F = run_search(SPACE, pred, _cheap2, 2, A, **kw)
-    Xc, Fc = run_search(SPACE, pred, _cheap2, 2, A, constraint=G, **kw)
+    kw = dict(pop_size=20, n_gen=6, seed=3)
+    X, F = run_search(SPACE, pred, _cheap2, 2, **kw)
+    Xc, Fc = run_search(SPACE, pred, _cheap2, 2, constraint=G, **kw)
     assert (F[:, 1] > limit).sum() > 0  # unconstrained, the front goes beyond the budget
     assert (Fc[:, 1] <= limit).all()  # feasible first: every survivor meets it
-    Xc2, _ = run_search(SPACE, pred, _cheap2, 2, A, constraint=G, **kw)
+    Xc2, _ = run_search(SPACE, pred, _cheap2, 2, constraint=G, **kw)
     np.testing.assert_array_equal(Xc, Xc2)  # deterministic
 
 

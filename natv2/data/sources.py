@@ -33,8 +33,11 @@ if TYPE_CHECKING:
 
 from .datasets import FileImageDataset, TensorImageDataset, TransformView
 from .transforms import (
+    CIFAR_MEAN,
+    CIFAR_STD,
     IMAGENET_MEAN,
     IMAGENET_STD,
+    cifar_eval_transform,
     cifar_train_transform,
     eval_transform,
     imagefolder_train_transform,
@@ -183,6 +186,9 @@ class _PILSource:
     def train_transform(self, resolution: int):  # pragma: no cover - overridden
         raise NotImplementedError
 
+    def eval_transform(self, resolution: int):  # pragma: no cover - overridden
+        raise NotImplementedError
+
     def view(self, split: str, resolution: int, augment: bool) -> Dataset:
         key = (split, resolution, augment)
         if key not in self._views:
@@ -190,10 +196,16 @@ class _PILSource:
             tf = (
                 self.train_transform(resolution)
                 if augment
-                else eval_transform(resolution, self.mean, self.std)
+                else self.eval_transform(resolution)
             )
             self._views[key] = TransformView(base, idx, tf, targets)
         return self._views[key]
+
+
+def _statistics(settings, mean: tuple, std: tuple) -> tuple[tuple, tuple]:
+    """``data.mean`` / ``data.std`` where set, else the dataset's defaults."""
+    return (tuple(settings.mean) if settings.mean is not None else mean,
+            tuple(settings.std) if settings.std is not None else std)
 
 
 class CifarSource(_PILSource):
@@ -209,6 +221,7 @@ class CifarSource(_PILSource):
         from torchvision import datasets
 
         self.name = name
+        self.mean, self.std = _statistics(settings, CIFAR_MEAN, CIFAR_STD)
         cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
         root = Path(settings.root)
         where = next(
@@ -246,6 +259,9 @@ class CifarSource(_PILSource):
 
     def train_transform(self, resolution: int):
         return cifar_train_transform(resolution, self.mean, self.std)
+
+    def eval_transform(self, resolution: int):
+        return cifar_eval_transform(resolution, self.mean, self.std)
 
 
 def _scan_labelled_dir(
@@ -333,6 +349,8 @@ class ImageFolderSource(_PILSource):
 
     def __init__(self, settings: DataSettings):
         super().__init__()
+        self.mean, self.std = _statistics(settings, IMAGENET_MEAN, IMAGENET_STD)
+        self.resize_scale, self.eval_crop = settings.resize_scale, settings.eval_crop
         root = Path(settings.root)
         train_dir = root / "train"
         classes, class_to_idx, pool_samples = _scan_train(train_dir)
@@ -364,7 +382,10 @@ class ImageFolderSource(_PILSource):
         check_decodable(self.name, str(root), paths, settings.check_cache)
 
     def train_transform(self, resolution: int):
-        return imagefolder_train_transform(resolution, self.mean, self.std)
+        return imagefolder_train_transform(resolution, self.mean, self.std, self.resize_scale)
+
+    def eval_transform(self, resolution: int):
+        return eval_transform(resolution, self.mean, self.std, self.eval_crop)
 
 
 def open_source(settings: DataSettings):

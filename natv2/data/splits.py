@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from natv2.config import ensure_config
+from natv2.seeds import calibration_augment_seed
 
 from .datasets import TensorImageDataset
 from .sources import SPLIT_NAMES, DataError, open_source
@@ -34,10 +35,16 @@ class DataSettings:
     val_fraction: float
     test_fraction: float
     calib_size: int
+    calib_batch_size: int
+    calib_augment: bool
     batch_size: int
     eval_batch_size: int
     num_workers: int
     train_subset: int | None
+    mean: tuple[float, ...] | None
+    std: tuple[float, ...] | None
+    resize_scale: float
+    eval_crop: float
     seed: int
     check_cache: str | None = None
 
@@ -46,7 +53,8 @@ class DataSettings:
         """From a config (a plain mapping is validated first, so defaults come from the schema)."""
         cfg = ensure_config(cfg)
         d = cfg["data"]
-        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name not in _NOT_IN_DATA},
+        return cls(**{f.name: tuple(d[f.name]) if isinstance(d[f.name], list) else d[f.name]
+                      for f in fields(cls) if f.name not in _NOT_IN_DATA},
                    seed=int(cfg["seed"]),
                    check_cache=str(Path(cfg["results_dir"]) / "cache" / "data_checks"))
 
@@ -175,7 +183,9 @@ def materialize(
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``dataset`` (or its ``indices``, in that order) as a list of CPU ``(x, y)`` batches.
 
-    Meant for eval views (deterministic transforms): in-memory digits are sliced directly.
+    In-memory eval views (digits) are sliced directly; anything else goes through a
+    ``DataLoader``, whose random transforms draw from torch's global RNG (seed it, or fork it,
+    around the call for a reproducible list).
     """
     if indices is None:
         indices = torch.arange(len(dataset))
@@ -191,18 +201,24 @@ def materialize(
 def calibration_batches(
     splits: Splits, resolution: int, settings: DataSettings | None = None
 ) -> list[torch.Tensor]:
-    """``calib_size`` training images, fixed seed, eval transform, in ``batch_size`` batches.
+    """The BN-recalibration subset at ``resolution``: ``calib_size`` training images (a fixed
+    permutation of the top-level seed, the same images at every resolution), in
+    ``calib_batch_size`` batches (the last one short when it does not divide).
 
-    The same list for the same settings (default: those the splits were built with), so BN
-    recalibration is reproducible and the batches can be reused across thousands of
-    evaluations. (OFA draws a fresh random subset with train augmentation per evaluation; a
-    fixed, un-augmented subset removes that noise from the search's accuracy estimates.)
+    As the thesis' ``build_sub_train_loader`` (``NAT_extended/data_providers/cifar.py`` and the
+    other providers; OFA's providers do the same): with ``calib_augment`` (the default) the
+    images go through the *train* transform, its random draws made once per resolution
+    (:func:`natv2.seeds.calibration_augment_seed`) and the batches reused by every evaluation
+    at that resolution (the thesis caches them as ``sub_train_<r>``); without it, the eval
+    transform. The same list for the same settings (default: those the splits were built with).
     """
     settings = splits.settings if settings is None else settings
-    train = splits.dataset("train", resolution, augment=False)
+    train = splits.dataset("train", resolution, augment=settings.calib_augment)
     n = min(settings.calib_size, len(train))
     generator = torch.Generator()
     generator.manual_seed(settings.seed)
     pick = torch.randperm(len(train), generator=generator)[:n]
-    batches = materialize(train, settings.batch_size, settings.num_workers, pick)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(calibration_augment_seed(settings.seed, resolution))
+        batches = materialize(train, settings.calib_batch_size, settings.num_workers, pick)
     return [x for x, _ in batches]

@@ -1,30 +1,49 @@
-"""Image transforms for the natural-image datasets (CIFAR-10/100, ImageFolder).
+"""Image transforms for the natural-image datasets (CIFAR-10/100, ImageFolder), as the thesis'
+data providers build them (``NAT_extended/data_providers/*.py``, ``build_train_transform`` /
+``build_valid_transform``; ``OFA_mbv3_extended/data_providers/tiny_imagenet.py``).
 
 Digits does not use these: it is kept as in-memory tensors (see ``natv2.data.sources``).
 """
 
 from __future__ import annotations
 
+import math
+
 from torchvision import transforms as T
 
-# Standard ImageNet statistics, used by OFA/NAT for every natural-image dataset (the super-network
-# was pre-trained with them, so transfer keeps them).
+#: ImageNet statistics: OFA's, and the default of an ImageFolder dataset (``data.mean/std``)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: the thesis' CIFAR statistics (``NAT_extended/data_providers/cifar.py`` ``normalize``: the
+#: CIFAR-10 values, for CIFAR-100 too)
+CIFAR_MEAN = (0.49139968, 0.48215827, 0.44653124)
+CIFAR_STD = (0.24703233, 0.24348505, 0.26158768)
+#: the defaults of ``data.resize_scale`` (RandomResizedCrop's lower scale; OFA's and the
+#: thesis' ImageNet value) and ``data.eval_crop`` (resize to ``resolution / eval_crop``, then a
+#: centre crop: the thesis' ImageNet, Tiny ImageNet, STL-10, Pets and Aircraft providers)
+RESIZE_SCALE = 0.08
+EVAL_CROP = 0.875
 
 
-def eval_transform(resolution: int, mean, std) -> T.Compose:
-    """Resize the short side to ``resolution`` and centre-crop a square (a plain square resize
-    for square images such as CIFAR or Tiny ImageNet).
-
-    Departure from OFA: OFA's ImageNet eval resizes to ``resolution / 0.875`` before the centre
-    crop; for CIFAR (32 px) and Tiny ImageNet (64 px) the object fills the frame, so NAT-style
-    transfer resizes the whole image instead.
-    """
+def eval_transform(resolution: int, mean, std, crop: float = EVAL_CROP) -> T.Compose:
+    """ImageFolder evaluation: resize the short side to ``ceil(resolution / crop)`` (bilinear),
+    centre-crop ``resolution`` (``crop = 1``: the whole image, resized)."""
     return T.Compose(
         [
-            T.Resize(resolution, interpolation=T.InterpolationMode.BILINEAR, antialias=True),
+            T.Resize(int(math.ceil(resolution / crop)),
+                     interpolation=T.InterpolationMode.BILINEAR, antialias=True),
             T.CenterCrop(resolution),
+            T.ToTensor(),
+            T.Normalize(mean, std),
+        ]
+    )
+
+
+def cifar_eval_transform(resolution: int, mean, std) -> T.Compose:
+    """CIFAR evaluation as the thesis: ``Resize(resolution, BICUBIC)`` of the whole image."""
+    return T.Compose(
+        [
+            T.Resize(resolution, interpolation=T.InterpolationMode.BICUBIC, antialias=True),
             T.ToTensor(),
             T.Normalize(mean, std),
         ]
@@ -32,31 +51,31 @@ def eval_transform(resolution: int, mean, std) -> T.Compose:
 
 
 def cifar_train_transform(resolution: int, mean, std) -> T.Compose:
-    """CIFAR augmentation: resize to ``resolution``, pad by ``resolution // 8`` (4 px at 32 px,
-    the classic CIFAR recipe) and random-crop back, random horizontal flip.
-
-    Departure from OFA's RandomResizedCrop(scale=(0.08, 1)): on 32 px images that crop is very
-    aggressive; pad + crop scaled with the resolution is the standard CIFAR augmentation.
-    """
+    """CIFAR augmentation as the thesis: ``RandomResizedCrop(resolution, scale=(1, 1),
+    ratio=(1, 1))`` (the whole image, resized), horizontal flip, AutoAugment with the CIFAR-10
+    policy (the thesis' ``auto_augment.py``, LaNAS' copy of the 25 sub-policies of Cubuk et al.;
+    torchvision's ``AutoAugment(CIFAR10)`` holds the same ones, drawing from torch's RNG)."""
     return T.Compose(
         [
-            T.Resize(resolution, interpolation=T.InterpolationMode.BILINEAR, antialias=True),
-            T.CenterCrop(resolution),
-            T.RandomCrop(resolution, padding=max(1, resolution // 8)),
+            T.RandomResizedCrop(resolution, scale=(1.0, 1.0), ratio=(1.0, 1.0),
+                                interpolation=T.InterpolationMode.BILINEAR, antialias=True),
             T.RandomHorizontalFlip(),
+            T.AutoAugment(T.AutoAugmentPolicy.CIFAR10),
             T.ToTensor(),
             T.Normalize(mean, std),
         ]
     )
 
 
-def imagefolder_train_transform(resolution: int, mean, std) -> T.Compose:
-    """ImageNet-style augmentation as in OFA: RandomResizedCrop(scale=(0.08, 1)) + flip."""
+def imagefolder_train_transform(resolution: int, mean, std,
+                                scale: float = RESIZE_SCALE) -> T.Compose:
+    """ImageNet-style augmentation as OFA and the thesis: ``RandomResizedCrop(resolution,
+    scale=(scale, 1))`` + horizontal flip (the thesis' Tiny ImageNet: ``scale`` 0.85)."""
     return T.Compose(
         [
             T.RandomResizedCrop(
                 resolution,
-                scale=(0.08, 1.0),
+                scale=(scale, 1.0),
                 interpolation=T.InterpolationMode.BILINEAR,
                 antialias=True,
             ),

@@ -14,39 +14,64 @@ def _images(batch) -> torch.Tensor:
 
 
 def recalibrate_bn(model: nn.Module, batches: Iterable, device: torch.device | str) -> None:
-    """Re-estimate every batch-norm layer's running statistics on ``batches``.
+    """Re-estimate every batch-norm layer's running statistics on ``batches``, as OFA's
+    ``set_running_statistics`` (``ofa/imagenet_classification/elastic_nn/utils.py``, which the
+    thesis' evaluator calls: ``NAT_extended/search/evaluators/ofa_evaluator.py`` ``eval_acc``).
 
-    ``batches``: tensors of images, or ``(images, labels)`` pairs. Each BN layer's running stats
-    are reset and its momentum set to ``None`` (PyTorch's cumulative average) for the pass; the
-    batches are forwarded under ``no_grad``; momentum is restored and the model left in eval
-    mode. Only ``model`` is touched (an extracted sub-network), never a super-network or global
-    state.
+    ``batches``: tensors of images, or ``(images, labels)`` pairs, forwarded under ``no_grad``
+    with the BN layers in train mode, so each normalises with its batch's own statistics. For
+    each layer and batch the per-channel mean and the **biased** variance (around that batch's
+    mean, over batch x height x width) are recorded; the running mean and variance become their
+    averages **weighted by the batch size** (OFA's ``AverageMeter.update(value, x.size(0))``), so
+    a short last batch counts for what it holds. PyTorch's own running update (unbiased variance,
+    equal weight per batch with ``momentum=None``) would differ by ``n / (n - 1)`` per layer,
+    1.016 on a last-stage 1x1 map of a 64-image batch, enough to move per-architecture top-1 by
+    points at small resolutions. A layer no batch reaches keeps its statistics, as in OFA.
 
-    Departures from OFA's ``set_running_statistics``, for simplicity and speed (no deep copy, no
-    patched forwards): (1) the running mean/var are the average of per-batch statistics with
-    equal weight per batch, while OFA weights by batch size (identical when every batch has the
-    same size: ``calibration_batches`` makes full batches whenever ``batch_size`` divides
-    ``calib_size``); (2) the variance is PyTorch's unbiased batch variance, OFA's is biased (a
-    factor n/(n-1) with n = batch x height x width, negligible); (3) only the BN layers are in
-    train mode, so dropout stays off (OFA forwards in whatever mode the net is in; MobileNetV3's
-    dropout sits after the last BN, so this changes nothing there).
+    Only the BN layers are in train mode, so dropout stays off (OFA forwards in whatever mode the
+    net is in, the thesis' in train mode; MobileNetV3's dropout sits after the last BN, so this
+    changes nothing there). Only ``model`` is touched (an extracted sub-network), never a
+    super-network or global state; it is left in eval mode.
     """
     model.to(device)
     bns = [m for m in model.modules() if isinstance(m, _BatchNorm)]
-    if not bns:
-        model.eval()
-        return
-    momenta = [bn.momentum for bn in bns]
     model.eval()
+    if not bns:
+        return
+    sums: dict[int, list] = {id(bn): [0.0, 0.0, 0] for bn in bns}  # weighted mean, var, count
+
+    def record(bn: _BatchNorm, inputs: tuple[torch.Tensor, ...]) -> None:
+        x = inputs[0]
+        dims = [0, *range(2, x.ndim)]
+        mean = x.mean(dims)
+        shape = [1, -1] + [1] * (x.ndim - 2)
+        var = ((x - mean.view(shape)) ** 2).mean(dims)
+        acc = sums[id(bn)]
+        n = int(x.shape[0])
+        acc[0] = acc[0] + mean * n
+        acc[1] = acc[1] + var * n
+        acc[2] += n
+
+    saved = [(bn.running_mean.clone(), bn.running_var.clone(), bn.num_batches_tracked.clone())
+             for bn in bns]
+    hooks = [bn.register_forward_pre_hook(record) for bn in bns]
     try:
         for bn in bns:
-            bn.reset_running_stats()
-            bn.momentum = None
             bn.train()
         with torch.no_grad():
             for batch in batches:
                 model(_images(batch).to(device, non_blocking=True))
     finally:
-        for bn, momentum in zip(bns, momenta, strict=True):
-            bn.momentum = momentum
+        for hook in hooks:
+            hook.remove()
         model.eval()
+    with torch.no_grad():
+        for bn, (mean0, var0, tracked0) in zip(bns, saved, strict=True):
+            total_mean, total_var, count = sums[id(bn)]
+            if count == 0:
+                bn.running_mean.copy_(mean0)
+                bn.running_var.copy_(var0)
+                bn.num_batches_tracked.copy_(tracked0)
+                continue
+            bn.running_mean.copy_(total_mean / count)
+            bn.running_var.copy_(total_var / count)

@@ -20,8 +20,9 @@ For scatter/gather on a cluster (``search.shards > 1``) the same steps run one b
 and ``origin`` are those of the archive row). Round 0's ``evaluated.csv`` holds every evaluation
 of the initial archive (NATv2's pre-processing evaluates ``preprocess_factor x n_doe``).
 
-Hypervolume (:mod:`natv2.search.hypervolume`): the reference is built from the round-0 archive,
-stored in round 0's ``stats.json`` and reused by every round, so values are comparable.
+Hypervolume (:mod:`natv2.search.hypervolume`, the thesis' ``calc_hv``, and a min-max normalised
+one named ``hypervolume_normalised``): the reference is built from the round-0 archive, stored in
+round 0's ``stats.json`` and reused by every round, so values are comparable.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from natv2.pipeline.lock import stage_lock
 from natv2.pipeline.search_context import STEP_NAMES, SearchContext, search_seed
 from natv2.records import check_recorded, open_set, record_files
 from natv2.search import concat_archives, normalize_archive, read_archive, write_archive
-from natv2.search.hypervolume import Reference, hypervolume_stats
+from natv2.search.hypervolume import MARGIN, Reference, hypervolume_stats
 from natv2.search.round import (
     candidate_rows,
     predictor_stats,
@@ -107,6 +108,9 @@ def _read_reference(stats0: Path, names: list[str]) -> Reference:
     missing = [key for key in ("ideal", "nadir", "reference_point") if key not in ref]
     if missing:
         raise UserError(f"{stats0} lacks {missing}; rerun `{_MAKE_INIT}`")
+    if not np.allclose(ref["reference_point"], MARGIN * np.asarray(ref["nadir"], dtype=float)):
+        raise UserError(f"{stats0} holds a reference point of an older hypervolume rule (not "
+                        f"{MARGIN} x nadir); rerun `{_MAKE_INIT}`")
     if list(ref.get("objectives", names)) != names:
         raise UserError(f"{stats0} was made for objectives {ref.get('objectives')}, the config "
                         f"asks for {names}; rerun `{_MAKE_INIT}`")

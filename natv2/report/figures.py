@@ -82,7 +82,7 @@ def hypervolume_png(data: ResultsData) -> bytes:
             ax.text(0.5, 0.5, "not available", ha="center", va="center", transform=ax.transAxes)
         ax.set_xlabel("round")
         ax.set_ylabel("hypervolume")
-        ax.set_title("hypervolume per round")
+        ax.set_title("hypervolume per round (calc_hv: reference 1.01 x round-0 max)")
         ax.xaxis.get_major_locator().set_params(integer=True)
         return _png(fig)
 

@@ -25,10 +25,10 @@ from natv2.search.evolution import run_search
 from natv2.search.hypervolume import Reference, archive_hypervolume, hypervolume_stats
 from natv2.search.policy import PRESETS, Policy, sample_new
 from natv2.search.predictors import PREDICTOR_NAMES, Predictor, make_predictor, rank_metrics
-from natv2.search.problem import SpaceRepair, SurrogateProblem
+from natv2.search.problem import SurrogateProblem
 from natv2.search.round import Proposal, RoundResult, archive_vectors, propose, run_round
 from natv2.search.subset import drop_known, select_subset
-from natv2.search.survival import fronts, pareto_front_mask, survive, survive_keeping
+from natv2.search.survival import fronts, pareto_front_mask, survive
 
 __all__ = [
     "ARCHIVE_COLUMNS",
@@ -42,7 +42,6 @@ __all__ = [
     "Proposal",
     "Reference",
     "RoundResult",
-    "SpaceRepair",
     "SurrogateProblem",
     "archive_hypervolume",
     "archive_vectors",
@@ -65,6 +64,5 @@ __all__ = [
     "sample_new",
     "select_subset",
     "survive",
-    "survive_keeping",
     "write_archive",
 ]

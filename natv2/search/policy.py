@@ -6,24 +6,27 @@ them up, so the stages ask the policy (``policy.initial_archive``, ``policy.upda
 ``policy.make_predictor``) and never test a policy's name:
 
 ============  ===========================  ======================================
-part          nat (Lu et al. 2021)         natv2
+part          nat (the thesis' NAT,        natv2 (the thesis' NATv2,
+              ``run_nat.py``)              ``run_nat_new.py``)
 ============  ===========================  ======================================
 init          ``nat``: n_doe-2 uniform     ``natv2``: balanced + fill, evaluate
               (push) + smallest + largest  preprocess_factor*n_doe - 2, keep n_doe-2
                                            by survival, + smallest + largest
-update        ``grow``                     ``bounded`` (survival back to n_doe, bounds kept)
+update        ``grow``                     ``bounded`` (survival back to n_doe)
 candidates    8                            25
-predictor     ``as`` (rbf/gp/cart/mlp)     ``lgbm`` (huber, 10-fold ensemble)
-features      integer                      integer
+predictor     ``lgbm`` (huber, 10-fold     ``lgbm``
+              ensemble)
+features      ``onehot``                   ``integer``
 repair        push                         fill
 sampler       uniform                      balanced
 ============  ===========================  ======================================
 
-NAT's released code (NSGANetV2/MSuNAS) feeds the integer encoding to its predictors, so the
-``nat`` preset uses integer features too; ``onehot`` stays available as an option. ``random``
-is the baseline: NAT's initial archive and ``candidates`` uniform random new architectures per
-round (predictor ``None``). Its default ``candidates`` is NATv2's 25; set it to the compared
-policy's value for an equal evaluation budget.
+Both presets fit the thesis' LightGBM ensemble (``args.surrogate = 'lgb'`` in both run
+scripts); ``run_nat.py`` sets ``args.feature_encoding = 'one-hot'``, ``run_nat_new.py``
+``'integer'``. The NAT paper's adaptive switching over rbf/gp/cart/mlp stays available as
+``predictor: as``. ``random`` is the baseline: NAT's initial archive and ``candidates`` uniform
+random new architectures per round (predictor ``None``). Its default ``candidates`` is NATv2's
+25; set it to the compared policy's value for an equal evaluation budget.
 
 Evaluation is never done here: the parts take ``evaluate(list[Arch]) -> list[dict]`` (records
 with ``top1`` in %, ``params``, ``macs`` and optionally ``latency_ms``).
@@ -42,25 +45,25 @@ import pandas as pd
 from natv2.errors import UserError
 from natv2.search.archive import concat_archives, normalize_archive, objectives, records_to_archive
 from natv2.search.predictors import Predictor, make_predictor
-from natv2.search.survival import survive, survive_keeping
+from natv2.search.survival import survive
 from natv2.seeds import sample_seed
 
 Evaluate = Callable[[list], list]
 
 _COMMON: dict[str, Any] = {
-    "pop_size": 100,  # NAT: population 100, 20 generations
+    "pop_size": 100,  # the thesis (msunas.py select_solver / _next): population 100, 20 generations
     "n_gen": 20,
     "crossover_prob": 0.9,
     "mutation_eta": 1.0,
-    "subset_pop_size": 100,  # NAT's subset-selection GA: population 100, 60 generations
-    "subset_n_gen": 60,
+    "subset_pop_size": 500,  # the thesis' subset-selection GA (msunas.py subset_selection)
+    "subset_n_gen": 200,
     "predictor_kwargs": {},
 }
 
 #: each preset's settings (the values a ``search:`` key left null takes)
 PRESETS: dict[str, dict[str, Any]] = {
-    "nat": {**_COMMON, "init": "nat", "update": "grow", "candidates": 8, "predictor": "as",
-            "features": "integer", "repair": "push", "sampler": "uniform", "preprocess_factor": 1},
+    "nat": {**_COMMON, "init": "nat", "update": "grow", "candidates": 8, "predictor": "lgbm",
+            "features": "onehot", "repair": "push", "sampler": "uniform", "preprocess_factor": 1},
     "natv2": {**_COMMON, "init": "natv2", "update": "bounded", "candidates": 25,
               "predictor": "lgbm", "features": "integer", "repair": "fill", "sampler": "balanced",
               "preprocess_factor": 10},
@@ -167,11 +170,14 @@ def update_grow(both: pd.DataFrame, p: Policy, seed: int) -> pd.DataFrame:
 
 
 def update_bounded(both: pd.DataFrame, p: Policy, seed: int) -> pd.DataFrame:
-    """NATv2: cut back to ``n_doe`` rows by survival, always keeping the ``bound`` rows."""
+    """NATv2: cut back to ``n_doe`` rows by survival on the objectives, every row competing (the
+    thesis' ``NATNew.search``: ``archive = self.new_survival(archive, n_survive=self.n_doe)``,
+    ``NAT_extended/search/algorithms/nat_new.py``): the smallest and largest architectures of the
+    initial archive stay only while survival keeps them (as extremes of the first front they
+    usually do). Every evaluated row stays in ``evaluated.csv`` whatever survival drops."""
     if len(both) <= p.n_doe:
         return both
-    keep = survive_keeping(objectives(both, p.objectives), p.n_doe,
-                           np.flatnonzero(both["origin"].to_numpy() == "bound"), seed=seed)
+    keep = survive(objectives(both, p.objectives), p.n_doe, seed=seed)
     return normalize_archive(both.iloc[np.sort(keep)])
 
 

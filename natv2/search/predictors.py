@@ -3,8 +3,11 @@
 Common interface: ``fit(X, y) -> self``, ``predict(X) -> np.ndarray`` (1-D), ``name``.
 Build one with :func:`make_predictor`; ``PREDICTOR_NAMES`` lists the valid names.
 
-* ``lgbm`` -- NATv2's predictor: LightGBM regressor, huber loss, trained as a 10-fold CV
-  ensemble (one model per fold's training part; prediction = mean of the 10 models).
+* ``lgbm`` -- NATv2's and the thesis' NAT's predictor as the thesis fits it: LightGBM
+  regressors with huber loss and LightGBM's defaults, a 10-fold CV ensemble on the thesis'
+  folds (one model per fold's training part; prediction = mean of the 10 models).
+* ``lgbm-small`` -- natv2's LightGBM recipe for small archives (an option): fewer leaves, a
+  lower learning rate, ``min_child_samples`` scaled to the archive, standardised target.
 * ``rbf``  -- scipy ``RBFInterpolator``, cubic kernel with a linear polynomial tail: the
   cubic RBF + linear tail surrogate NAT (via pySOT) uses.
 * ``gp``   -- sklearn ``GaussianProcessRegressor`` (constant * RBF + white noise, normalised
@@ -17,7 +20,7 @@ Build one with :func:`make_predictor`; ``PREDICTOR_NAMES`` lists the valid names
   the largest (mean - std) Kendall tau over the folds, refit it on all data. ``.chosen`` names it.
 
 Inputs are scaled to [0, 1] per feature with the training min/max (constant features dropped)
-for rbf/gp/mlp; targets are standardised inside lgbm/mlp. Both are internal details that leave
+for rbf/gp/mlp; targets are standardised inside lgbm-small/mlp. Both are internal details that leave
 the interface unchanged (and make the fixed hyper-parameters sensible at any accuracy scale).
 """
 
@@ -34,7 +37,7 @@ from sklearn.model_selection import KFold
 
 from natv2.seeds import fold_seed
 
-PREDICTOR_NAMES = ("lgbm", "rbf", "gp", "cart", "mlp", "as")
+PREDICTOR_NAMES = ("lgbm", "lgbm-small", "rbf", "gp", "cart", "mlp", "as")
 AS_CANDIDATES = ("rbf", "gp", "cart", "mlp")
 
 
@@ -119,70 +122,114 @@ class Predictor:
         return self.name
 
 
-class LGBMPredictor(Predictor):
-    """NATv2: LightGBM regressor with huber loss, as a ``n_folds``-fold CV ensemble.
+#: the seed of the thesis' CV folds (``NAT_extended/search/surrogate_models/__init__.py``,
+#: ``SurrogateModel.cross_validation(seed=25130907)``), the same in every round and run
+THESIS_CV_SEED = 25130907
 
-    ``min_child_samples`` defaults to LightGBM's 20 but is lowered for small archives (at
-    most a tenth of a fold's training rows, at least 2), else tiny archives get no splits.
+
+def thesis_folds(n: int, n_folds: int = 10, seed: int = THESIS_CV_SEED
+                 ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The thesis' folds: ``np.random.seed(seed)``; ``perm = np.random.permutation(n)``; test
+    folds ``np.array_split(perm, n_folds)``, each training part the rest of ``perm`` in its
+    order (``np.setdiff1d(perm, test, assume_unique=True)``). Fewer rows than folds leave some
+    test parts empty (their model is trained on every row), as in the thesis."""
+    perm = np.random.RandomState(int(seed)).permutation(int(n))
+    return [(np.setdiff1d(perm, test, assume_unique=True), test)
+            for test in np.array_split(perm, int(n_folds))]
+
+
+class LGBMPredictor(Predictor):
+    """NATv2's predictor as the thesis fits it: an ensemble of ``n_folds`` LightGBM regressors,
+    one per CV fold's training part, prediction = their mean.
+
+    Each is ``LGBMRegressor(objective="huber", n_jobs=...)`` with LightGBM's defaults for all
+    else (100 trees, learning rate 0.1, 31 leaves, ``min_child_samples`` 20), fit on the raw
+    accuracy in percent (the thesis fits the error ``100 - top1``: the same trees mirrored,
+    since huber's loss and LightGBM's gains are symmetric), on :func:`thesis_folds` with the
+    thesis' fixed seed (``NAT_extended/search/surrogate_models/__init__.py``, ``_fetch`` and
+    ``cross_validation``; ``msunas.py`` ``_fit_predictors``: ``ensemble=True``). The seed given
+    to the predictor is not used (the thesis' folds do not depend on the run). ``deterministic``
+    and ``force_row_wise`` only fix LightGBM's summation order, so a fit repeats exactly.
     """
 
     name = "lgbm"
 
-    def __init__(
-        self,
-        seed: int = 0,
-        n_folds: int = 10,
-        n_jobs: int = 1,
-        n_estimators: int = 200,
-        learning_rate: float = 0.05,
-        num_leaves: int = 15,
-        min_child_samples: int | None = None,
-        **params: Any,
-    ) -> None:
+    def __init__(self, seed: int = 0, n_folds: int = 10, n_jobs: int = 1,
+                 cv_seed: int = THESIS_CV_SEED, **params: Any) -> None:
         super().__init__(seed)
         self.n_folds = int(n_folds)
         self.n_jobs = int(n_jobs)
-        self.params = dict(
-            n_estimators=n_estimators,
-            learning_rate=learning_rate,
-            num_leaves=num_leaves,
-            **params,
-        )
-        self.min_child_samples = min_child_samples
+        self.cv_seed = int(cv_seed)
+        self.params = dict(params)
         self.models: list[Any] = []
 
-    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+    def _regressor(self, fold: int, n_train: int) -> Any:
         import lightgbm as lgb
 
-        self.mu, self.sd = float(y.mean()), float(y.std()) or 1.0
-        z = (y - self.mu) / self.sd
-        n_folds = min(self.n_folds, len(y))
-        splits = (
-            KFold(n_folds, shuffle=True, random_state=self.seed).split(X)
-            if n_folds >= 2
-            else [(np.arange(len(y)), np.arange(0))]
-        )
+        return lgb.LGBMRegressor(objective="huber", n_jobs=self.n_jobs, verbose=-1,
+                                 deterministic=True, force_row_wise=True, **self.params)
+
+    def _target(self, y: np.ndarray) -> np.ndarray:
+        return y
+
+    def _folds(self, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        return thesis_folds(n, self.n_folds, self.cv_seed)
+
+    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+        z = self._target(y)
         self.models = []
-        for i, (tr, _) in enumerate(splits):
-            mcs = self.min_child_samples
-            if mcs is None:
-                mcs = int(min(20, max(2, len(tr) // 10)))
-            model = lgb.LGBMRegressor(
-                objective="huber",
-                random_state=fold_seed(self.seed, i),
-                n_jobs=self.n_jobs,
-                verbose=-1,
-                min_child_samples=mcs,
-                deterministic=True,
-                force_row_wise=True,
-                **self.params,
-            )
+        for i, (tr, _) in enumerate(self._folds(len(y))):
+            model = self._regressor(i, len(tr))
             model.fit(X[tr], z[tr])
             self.models.append(model)
 
+    def _untarget(self, z: np.ndarray) -> np.ndarray:
+        return z
+
     def _predict(self, X: np.ndarray) -> np.ndarray:
-        z = np.mean([m.predict(X) for m in self.models], axis=0)
+        return self._untarget(np.mean([m.predict(X) for m in self.models], axis=0))
+
+
+class SmallArchiveLGBMPredictor(LGBMPredictor):
+    """``lgbm-small``, natv2's own LightGBM recipe for archives of tens of architectures (an
+    option; ``lgbm`` is the thesis'): 200 trees at learning rate 0.05 with 15 leaves,
+    ``min_child_samples`` at most a tenth of a fold's training rows (at least 2, at most
+    LightGBM's 20: else a 30-row archive gets almost no split), the target standardised (so
+    huber's threshold is in standard deviations), scikit-learn ``KFold`` folds shuffled with the
+    round's seed, each fold's regressor seeded by :func:`natv2.seeds.fold_seed`.
+    """
+
+    name = "lgbm-small"
+
+    def __init__(self, seed: int = 0, n_folds: int = 10, n_jobs: int = 1,
+                 n_estimators: int = 200, learning_rate: float = 0.05, num_leaves: int = 15,
+                 min_child_samples: int | None = None, **params: Any) -> None:
+        super().__init__(seed, n_folds, n_jobs, n_estimators=n_estimators,
+                         learning_rate=learning_rate, num_leaves=num_leaves, **params)
+        self.min_child_samples = min_child_samples
+
+    def _regressor(self, fold: int, n_train: int) -> Any:
+        import lightgbm as lgb
+
+        mcs = self.min_child_samples
+        if mcs is None:
+            mcs = int(min(20, max(2, n_train // 10)))
+        return lgb.LGBMRegressor(objective="huber", random_state=fold_seed(self.seed, fold),
+                                 n_jobs=self.n_jobs, verbose=-1, min_child_samples=mcs,
+                                 deterministic=True, force_row_wise=True, **self.params)
+
+    def _target(self, y: np.ndarray) -> np.ndarray:
+        self.mu, self.sd = float(y.mean()), float(y.std()) or 1.0
+        return (y - self.mu) / self.sd
+
+    def _untarget(self, z: np.ndarray) -> np.ndarray:
         return self.mu + self.sd * z
+
+    def _folds(self, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        n_folds = min(self.n_folds, n)
+        if n_folds < 2:
+            return [(np.arange(n), np.arange(0))]
+        return list(KFold(n_folds, shuffle=True, random_state=self.seed).split(np.zeros(n)))
 
 
 class RBFPredictor(Predictor):
@@ -359,6 +406,7 @@ class AdaptiveSwitching(Predictor):
 
 _REGISTRY: dict[str, type[Predictor]] = {
     "lgbm": LGBMPredictor,
+    "lgbm-small": SmallArchiveLGBMPredictor,
     "rbf": RBFPredictor,
     "gp": GPPredictor,
     "cart": CARTPredictor,

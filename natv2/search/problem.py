@@ -1,4 +1,4 @@
-"""pymoo problem and repair over the search space's integer encoding (no torch here).
+"""The pymoo problem over the search space's integer encoding (no torch here).
 
 Objectives (all minimised): the *predicted* top-1 error ``100 - predictor(features(x))`` first,
 then the exact cheap objectives ``cheap_fn(X)`` (params / MACs / latency, supplied by the
@@ -14,21 +14,9 @@ from typing import Any
 
 import numpy as np
 from pymoo.core.problem import Problem
-from pymoo.core.repair import Repair
 
 CheapFn = Callable[[np.ndarray], np.ndarray]
 ConstraintFn = Callable[[np.ndarray], np.ndarray]
-
-
-def repair_vectors(space: Any, X: np.ndarray, method: str) -> np.ndarray:
-    """Round, clip to the bounds, then ``space.repair(X, method=...)`` (2-D, one row each)."""
-    X = np.atleast_2d(np.asarray(X, dtype=float))
-    xl = np.asarray(space.xl, dtype=float)
-    xu = np.asarray(space.xu, dtype=float)
-    X = np.clip(np.rint(X), xl, xu).astype(int)
-    if len(X) == 0:
-        return X
-    return np.asarray(space.repair(X, method=method), dtype=int).reshape(X.shape)
 
 
 def cheap_objectives(cheap_fn: CheapFn | None, X: np.ndarray, n_cheap: int) -> np.ndarray:
@@ -44,19 +32,6 @@ def cheap_objectives(cheap_fn: CheapFn | None, X: np.ndarray, n_cheap: int) -> n
     if C.shape != (n, n_cheap):
         raise ValueError(f"cheap_fn returned shape {C.shape}, expected {(n, n_cheap)}")
     return C
-
-
-class SpaceRepair(Repair):
-    """pymoo ``Repair`` that applies the search space's repair (``push`` for NAT, ``fill`` for
-    NATv2) after crossover and mutation, so every evaluated vector is a valid architecture."""
-
-    def __init__(self, space: Any, method: str = "push") -> None:
-        super().__init__()
-        self.space = space
-        self.method = method
-
-    def _do(self, problem: Any, X: np.ndarray, **kwargs: Any) -> np.ndarray:
-        return repair_vectors(self.space, X, self.method)
 
 
 class SurrogateProblem(Problem):

@@ -1,9 +1,11 @@
 """One search round, the only implementation: propose, evaluate, update the archive.
 
 :func:`propose` fits the policy's accuracy predictor on the archive, evolves against (predicted
-error, exact cheap objectives), drops architectures already in the archive, subset-selects the
-policy's ``candidates`` and tops them up with new random samples if the search found too few (a
-policy without predictor samples them uniformly). :func:`candidate_rows` turns the evaluated
+error, exact cheap objectives), drops architectures already in the archive (canonical
+encodings), subset-selects the policy's ``candidates`` against the archive's non-dominated front
+(the thesis' ``msunas.py`` ``_next`` and ``subset_selection``) and tops them up with new random
+samples if the search found too few new ones (a policy without predictor samples them
+uniformly; the thesis would evaluate fewer). :func:`candidate_rows` turns the evaluated
 proposal into archive rows; :meth:`Policy.update_archive` merges them. :func:`run_round` chains
 the three in one process; the search stage runs exactly this (``natv2 search-round``), or the
 same steps one by one across processes when a round is scattered over shards. Super-network
@@ -30,6 +32,7 @@ from natv2.search.policy import Evaluate, Policy, evaluate_all, sample_new
 from natv2.search.predictors import rank_metrics
 from natv2.search.problem import ConstraintFn
 from natv2.search.subset import drop_known, select_subset
+from natv2.search.survival import pareto_front_mask
 from natv2.seeds import round_seed
 
 Step = Callable[[str], contextlib.AbstractContextManager]
@@ -95,17 +98,17 @@ def propose(space: Any, archive_df: pd.DataFrame, policy: Policy, cheap_fn: Chea
     archive_F = objectives(archive_df, policy.objectives)
     with step("search"):
         X, F = run_search(
-            space, predictor, cheap_fn, len(policy.objectives) - 1, A,
+            space, predictor, cheap_fn, len(policy.objectives) - 1,
             pop_size=int(policy.pop_size), n_gen=int(policy.n_gen), seed=seed,
             crossover_prob=float(policy.crossover_prob), mutation_eta=float(policy.mutation_eta),
-            repair=policy.repair, feature_kind=policy.features, archive_F=archive_F,
-            sampler=policy.sampler, constraint=constraint,
+            feature_kind=policy.features, constraint=constraint,
         )
     with step("subset"):
         strings = [space.encode(x) for x in X]
         new = drop_known(strings, known)
+        front = pareto_front_mask(archive_F)  # the thesis scores against the archive's front
         sel = new[select_subset(
-            F[new, 1:], k, seed=seed, archive_F_cheap=archive_F[:, 1:],
+            F[new, 1:], k, seed=seed, archive_F_cheap=archive_F[front, 1:],
             predicted_error=F[new, 0], pop_size=int(policy.subset_pop_size),
             n_gen=int(policy.subset_n_gen),
         )]

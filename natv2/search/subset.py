@@ -1,18 +1,21 @@
-"""Subset selection: choose K of the search's candidates to evaluate for real (NAT, Alg. 1).
+"""Subset selection: choose K of the search's candidates to evaluate for real, as the thesis
+(``NAT_extended/search/algorithms/msunas.py``: ``subset_selection`` and
+``SubsetSelectionProblem``).
 
-Objective (as NAT's released code, extended to several cheap objectives): for each cheap
-objective j, take the values of the archive plus the chosen candidates, sort them and compute
-the gaps between neighbours; minimise the standard deviation of those gaps, i.e. ask that the
-archive *with* the new points be spread as uniformly as possible along that objective. NAT
-uses the one cheap objective of its bi-objective runs; with several we min-max normalise each
-objective over archive + candidates and sum the per-objective standard deviations (our
-extension; identical to NAT's for one cheap objective up to a constant factor).
+Objective: for each cheap objective j, take the values of the archive's **non-dominated front**
+(the caller passes them) plus the chosen candidates, sort them and compute the gaps between
+neighbours; the score is the **maximum** over the cheap objectives of the standard deviation of
+those gaps, on the raw values: ask that the front *with* the new points be spread as uniformly
+as possible along every objective. When the GA picks fewer than K, the best predicted of the
+rest fill up; without cheap objectives the K best predicted are taken.
 
-Encoding: a boolean vector over the candidates with exactly K ones. NAT penalises
-``(K - sum(x))**2`` as a constraint; our sampling, crossover and mutation keep exactly K ones
-by construction (NAT's operators do too), so no constraint is needed. The GA is pymoo's
-``GA`` (NAT: population 100, 60 generations). When the number of K-subsets is small (<= 5000)
-we enumerate them instead: exact and deterministic.
+Encoding: a boolean vector over the candidates with exactly K ones. The thesis constrains
+``sum(x) - K <= 0``; its sampling, crossover and mutation (ours are the same operators: K random
+picks; the parents' common picks completed from their difference; swap one pick) keep exactly K
+ones by construction, so no constraint is needed. The GA is pymoo's ``GA`` with the thesis'
+population 500 and 200 generations (the policy's ``subset_pop_size`` / ``subset_n_gen``). When
+the number of K-subsets is small (<= 5000) they are enumerated instead: the exact optimum of
+the same score, deterministic (the GA would evaluate 100,000 subsets to approach it).
 """
 
 from __future__ import annotations
@@ -44,20 +47,13 @@ def drop_known(candidates: Sequence[str], archive_arch_strings: Iterable[str]) -
     return np.asarray(keep, dtype=int)
 
 
-def _normalise(cand: np.ndarray, arch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    both = np.concatenate([cand, arch]) if len(arch) else cand
-    lo, hi = both.min(axis=0), both.max(axis=0)
-    span = np.where(hi > lo, hi - lo, 1.0)
-    return (cand - lo) / span, ((arch - lo) / span if len(arch) else arch)
-
-
 def spread_score(selected: np.ndarray, archive: np.ndarray) -> float:
-    """Sum over objectives of std(gaps of sorted(archive + selected)) -- lower is more even."""
-    total = 0.0
+    """Max over objectives of std(gaps of sorted(archive + selected)) -- lower is more even."""
+    worst = 0.0
     for j in range(selected.shape[1]):
         v = np.sort(np.concatenate([archive[:, j], selected[:, j]]))
-        total += float(np.std(np.diff(v))) if len(v) > 1 else 0.0
-    return total
+        worst = max(worst, float(np.std(np.diff(v))) if len(v) > 1 else 0.0)
+    return worst
 
 
 class _SubsetProblem(Problem):
@@ -119,13 +115,14 @@ def select_subset(
     seed: int = 0,
     archive_F_cheap: np.ndarray | None = None,
     predicted_error: np.ndarray | None = None,
-    pop_size: int = 100,
-    n_gen: int = 60,
+    pop_size: int = 500,
+    n_gen: int = 200,
 ) -> np.ndarray:
     """Indices (sorted) of ``k`` candidates spreading evenly along the cheap objective(s).
 
     ``candidate_F_cheap``: (n, m) cheap objectives of the candidates (m may be 0);
-    ``archive_F_cheap``: the same objectives of the archive (the gaps are measured with them);
+    ``archive_F_cheap``: the same objectives of the archive's non-dominated front (the gaps are
+    measured with them);
     ``predicted_error``: used to fill up when fewer than ``k`` are chosen, and alone when there
     is no cheap objective (then the ``k`` best predicted are taken). ``n <= k`` returns all.
     """
@@ -148,16 +145,15 @@ def select_subset(
         if archive_F_cheap is None or len(archive_F_cheap) == 0
         else np.asarray(archive_F_cheap, dtype=float).reshape(-1, m)
     )
-    Cn, An = _normalise(C, A)
     if math.comb(n, k) <= _ENUMERATE_MAX:
         best, best_score = None, np.inf
         for combo in itertools.combinations(range(n), k):
-            s = spread_score(Cn[list(combo)], An)
+            s = spread_score(C[list(combo)], A)
             if s < best_score - 1e-15:
                 best, best_score = combo, s
         chosen = np.asarray(best, dtype=int)
     else:
-        problem = _SubsetProblem(Cn, An, k)
+        problem = _SubsetProblem(C, A, k)
         algorithm = GA(
             pop_size=pop_size,
             sampling=_KSampling(),

@@ -94,19 +94,3 @@ def survive(F: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     pop = Population.new("F", F, "index", np.arange(n))
     out = survival.do(problem, pop, n_survive=k, random_state=rng)
     return np.asarray(out.get("index"), dtype=int)
-
-
-def survive_keeping(F: np.ndarray, k: int, keep: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Like :func:`survive` but the rows in boolean/index ``keep`` always survive.
-
-    Used to keep the smallest and largest architectures in a bounded archive. Returns the kept
-    indices first, then ``k - len(keep)`` survivors of the other rows.
-    """
-    F = _as_matrix(F)
-    keep_mask = np.zeros(len(F), dtype=bool)
-    keep_mask[np.asarray(keep)] = True
-    kept = np.flatnonzero(keep_mask)
-    rest = np.flatnonzero(~keep_mask)
-    n_more = max(0, int(k) - len(kept))
-    chosen = rest[survive(F[rest], n_more, seed=seed)] if len(rest) else rest
-    return np.concatenate([kept, chosen]).astype(int)

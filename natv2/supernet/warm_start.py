@@ -10,8 +10,12 @@ Consequences (tested): an ``EE_B`` net warm-started from OFA computes OFA's logi
 sub-network with ``nd = 5``, a ``SE_P`` / ``EE_P`` net does for ``nw`` = MBConv only; ``D``
 nets get every tensor but compute another function (the dense sums are new).
 
-The thesis trains OFAv2 super-networks from OFA's released weights too; how they were loaded is
-not in the code we read, so the mapping here is ours (by key, strict about shapes).
+The thesis does **not** start from OFA's weights: its ``full`` task (``run_ofa_nd.py``) trains
+the largest network from OFA's ``he_fout`` initialisation (``OFA_mbv3_extended/train/utils.py``
+``assign_run_args``: ``args.model_init = "he_fout"``, applied by the run manager), and every later
+progressive-shrinking task loads the previous task's checkpoint of the same OFAv2 family. A warm
+start from OFA's released MobileNetV3 is natv2's (an option of ``supernet.source``), and the
+mapping here is ours (by key, strict about shapes).
 """
 
 from __future__ import annotations
