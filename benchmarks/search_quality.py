@@ -58,14 +58,21 @@ BLOCK = "search_quality"
 SECTION = "## Search quality: NATv2 vs NAT vs random"
 OBJECTIVES = ["top1", "params"]
 
+#: the preset's own predictor and features (the thesis'), whatever the base config sets
+_THESIS = {"predictor": None, "features": None}
 #: variant name -> search settings over the config's; "main" variants first, then ablations
+#: and options
 VARIANTS: dict[str, dict[str, Any]] = {
-    "natv2": {"policy": "natv2"},
-    "nat": {"policy": "nat"},
-    "random": {"policy": "random"},
-    "natv2 without balanced init": {"policy": "natv2", "sampler": "uniform", "repair": "push"},
-    "natv2 without pre-processing": {"policy": "natv2", "preprocess_factor": 1},
-    "natv2 without bounded update": {"policy": "natv2", "update": "grow"},
+    "natv2": {"policy": "natv2", **_THESIS},
+    "nat": {"policy": "nat", **_THESIS},
+    "random": {"policy": "random", **_THESIS},
+    "natv2 without balanced init": {"policy": "natv2", **_THESIS, "sampler": "uniform",
+                                    "repair": "push"},
+    "natv2 without pre-processing": {"policy": "natv2", **_THESIS, "preprocess_factor": 1},
+    "natv2 without bounded update": {"policy": "natv2", **_THESIS, "update": "grow"},
+    "natv2 with lgbm-small": {"policy": "natv2", **_THESIS, "predictor": "lgbm-small"},
+    "nat with adaptive switching (NAT paper)": {"policy": "nat", **_THESIS, "predictor": "as",
+                                                "features": "integer"},
 }
 MAIN = ("natv2", "nat", "random")
 
