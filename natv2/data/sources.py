@@ -204,8 +204,8 @@ class _PILSource:
 
 def _statistics(settings, mean: tuple, std: tuple) -> tuple[tuple, tuple]:
     """``data.mean`` / ``data.std`` where set, else the dataset's defaults."""
-    return (tuple(settings.mean) if settings.mean is not None else mean,
-            tuple(settings.std) if settings.std is not None else std)
+    return (mean if settings.mean is None else settings.mean,
+            std if settings.std is None else settings.std)
 
 
 class CifarSource(_PILSource):

@@ -18,16 +18,12 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 #: CIFAR-10 values, for CIFAR-100 too)
 CIFAR_MEAN = (0.49139968, 0.48215827, 0.44653124)
 CIFAR_STD = (0.24703233, 0.24348505, 0.26158768)
-#: the defaults of ``data.resize_scale`` (RandomResizedCrop's lower scale; OFA's and the
-#: thesis' ImageNet value) and ``data.eval_crop`` (resize to ``resolution / eval_crop``, then a
-#: centre crop: the thesis' ImageNet, Tiny ImageNet, STL-10, Pets and Aircraft providers)
-RESIZE_SCALE = 0.08
-EVAL_CROP = 0.875
 
 
-def eval_transform(resolution: int, mean, std, crop: float = EVAL_CROP) -> T.Compose:
+def eval_transform(resolution: int, mean, std, crop: float) -> T.Compose:
     """ImageFolder evaluation: resize the short side to ``ceil(resolution / crop)`` (bilinear),
-    centre-crop ``resolution`` (``crop = 1``: the whole image, resized)."""
+    centre-crop ``resolution`` (``crop = 1``: the whole image, resized; ``data.eval_crop``, whose
+    0.875 default is the thesis' ImageNet, Tiny ImageNet, STL-10, Pets and Aircraft one)."""
     return T.Compose(
         [
             T.Resize(int(math.ceil(resolution / crop)),
@@ -67,8 +63,7 @@ def cifar_train_transform(resolution: int, mean, std) -> T.Compose:
     )
 
 
-def imagefolder_train_transform(resolution: int, mean, std,
-                                scale: float = RESIZE_SCALE) -> T.Compose:
+def imagefolder_train_transform(resolution: int, mean, std, scale: float) -> T.Compose:
     """ImageNet-style augmentation as OFA and the thesis: ``RandomResizedCrop(resolution,
     scale=(scale, 1))`` + horizontal flip (the thesis' Tiny ImageNet: ``scale`` 0.85)."""
     return T.Compose(

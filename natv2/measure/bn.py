@@ -52,8 +52,6 @@ def recalibrate_bn(model: nn.Module, batches: Iterable, device: torch.device | s
         acc[1] = acc[1] + var * n
         acc[2] += n
 
-    saved = [(bn.running_mean.clone(), bn.running_var.clone(), bn.num_batches_tracked.clone())
-             for bn in bns]
     hooks = [bn.register_forward_pre_hook(record) for bn in bns]
     try:
         for bn in bns:
@@ -66,12 +64,9 @@ def recalibrate_bn(model: nn.Module, batches: Iterable, device: torch.device | s
             hook.remove()
         model.eval()
     with torch.no_grad():
-        for bn, (mean0, var0, tracked0) in zip(bns, saved, strict=True):
+        for bn in bns:
             total_mean, total_var, count = sums[id(bn)]
-            if count == 0:
-                bn.running_mean.copy_(mean0)
-                bn.running_var.copy_(var0)
-                bn.num_batches_tracked.copy_(tracked0)
+            if count == 0:  # never forwarded, so its statistics were never touched
                 continue
             bn.running_mean.copy_(total_mean / count)
             bn.running_var.copy_(total_var / count)
