@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
 import numpy as np
 import pytest
+import torch
 
 from natv2.search import records_to_archive
 from natv2.space import SearchSpace
@@ -12,9 +16,12 @@ from natv2.train.adapt import (
     AdaptSettings,
     VariableDistributions,
     best_members,
+    continuous_resolutions,
+    dropout_rate,
     fit_archive_distributions,
 )
-from natv2.train.eps import TrainSettings
+from natv2.train.eps import StepRule, _clipped_backward
+from natv2.train.schedule import timm_cosine_epoch_lr
 
 SPACE = SearchSpace("SE_B", resolutions=[16, 20, 24], widths=[1.0])
 
@@ -65,37 +72,106 @@ def test_best_members_by_survival():
     assert dist.n_fitted == 5
 
 
-def test_adapt_supernet_passes_archive_samplers(monkeypatch):
+def _settings(**over) -> AdaptSettings:
+    return dataclasses.replace(AdaptSettings.from_config({}), **over)
+
+
+def test_defaults_are_the_thesis_adaptation():
+    """run_nat_new.py assign_adaptation_arguments and SuperNetTrainer's defaults."""
+    a = AdaptSettings.from_config({})
+    assert (a.epochs, a.lr, a.lr_min, a.warmup_epochs, a.warmup_lr) == (5, 2.5e-3, 0.0, 5, 1e-4)
+    assert (a.momentum, a.nesterov, a.weight_decay, a.decay_all, a.grad_clip) == (0.9, False, 3e-4, True, 5.0)
+    assert (a.label_smoothing, a.dropout, a.subnets_per_step, a.kd_ratio, a.top_n) == (0.0, 0.0, 4, 1.0, 150)
+    assert a.ensemble_weights == (0.34, 0.27, 0.20, 0.13, 0.06)
+    assert (a.teacher, a.resolution) == ("fixed", "continuous")
+    assert a.rule == StepRule(nesterov=False, decay_all=True, grad_clip=5.0, kd_mean=True)
+
+
+def test_schedule_is_timm_cosine_per_epoch_over_all_rounds():
+    # the thesis: 30 rounds x 5 epochs, warm-up 5 epochs from 1e-4 to 2.5e-3, cosine from epoch 0
+    a = AdaptSettings.from_config({})
+    assert a.lr_at(0, 150) == pytest.approx(1e-4)
+    assert a.lr_at(2, 150) == pytest.approx(1e-4 + 2 * 2.4e-3 / 5)
+    assert a.lr_at(5, 150) == pytest.approx(0.5 * 2.5e-3 * (1 + math.cos(math.pi * 5 / 150)))
+    assert a.lr_at(75, 150) == pytest.approx(1.25e-3)
+    assert a.lr_at(149, 150) == pytest.approx(0.5 * 2.5e-3 * (1 + math.cos(math.pi * 149 / 150)))
+    assert a.lr_at(150, 150) == 0.0
+    assert timm_cosine_epoch_lr(1, 0.01, 3) == pytest.approx(0.0075)  # no warm-up
+
+
+def test_continuous_resolutions_are_multiples_of_four_between_the_ends():
+    assert continuous_resolutions([16, 20, 24]) == (16, 20, 24)
+    assert continuous_resolutions([224, 128, 192]) == tuple(range(128, 225, 4))
+    assert continuous_resolutions([10, 18]) == (10, 12, 16, 18)
+    assert continuous_resolutions([32]) == (32,)
+
+
+def test_dropout_rate_is_set_inside_and_restored_after():
+    net = torch.nn.Sequential(torch.nn.Dropout(0.1), torch.nn.Linear(2, 2), torch.nn.Dropout(0.3))
+    with dropout_rate(net, 0.0):
+        assert [net[0].p, net[2].p] == [0.0, 0.0]
+    assert [net[0].p, net[2].p] == [0.1, 0.3]
+
+
+def test_clipped_backward_clips_after_each_sub_network():
+    """The thesis: backward, clip_grad_norm_, next sub-network's backward adds, clip again."""
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(5))
+    x1, x2 = torch.randn(5) * 10, torch.randn(5) * 10
+    _clipped_backward((w * x1).sum(), [w], 1.0)
+    _clipped_backward((w * x2).sum() ** 2, [w], 1.0)
+    ref = torch.nn.Parameter(w.detach().clone())
+    (ref * x1).sum().backward()
+    torch.nn.utils.clip_grad_norm_([ref], 1.0)
+    ((ref * x2).sum() ** 2).backward()
+    torch.nn.utils.clip_grad_norm_([ref], 1.0)
+    assert torch.allclose(w.grad, ref.grad) and float(w.grad.norm()) == pytest.approx(1.0)
+
+
+def test_adapt_supernet_wires_the_thesis_training(monkeypatch):
     seen = {}
 
     def fake_train_phase(net, space, loader, phase, settings, train, teacher, device, seed,
-                         show_progress=True, sampler=None, resolution_sampler=None, world=None):
+                         show_progress=True, sampler=None, resolution_sampler=None, world=None,
+                         rule=None, lr_at=None):
         rng = np.random.default_rng(0)
-        seen["res"] = resolution_sampler(rng)
-        seen["arch"] = sampler(rng, seen["res"])
-        seen["settings"], seen["train"], seen["teacher"] = settings, train, teacher
+        seen["res"] = {resolution_sampler(rng) for _ in range(200)}
+        seen["arch"] = sampler(rng, 20)
+        seen["lr"] = [lr_at(e, 0) for e in range(settings.epochs)]
+        seen["settings"], seen["train"], seen["teacher"], seen["rule"] = settings, train, teacher, rule
+        seen["dropout"] = net.drop.p
         return {"name": phase, "epochs": settings.epochs, "loss": 1.0, "train_top1": 0.0}
 
-    class Net:
-        def to(self, device):
-            return self
-
-        def eval(self):
-            return self
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.drop = torch.nn.Dropout(0.1)
 
     monkeypatch.setattr(adapt, "train_phase", fake_train_phase)
     df = _archive()
+    teacher = torch.nn.Linear(1, 1)
+    net = Net()
     out = adapt.adapt_supernet(
-        Net(), SPACE, df, ["top1", "params"], loader=lambda seed: [],
-        adaptation=AdaptSettings(epochs=2, lr=0.01, top_n=4, subnets_per_step=3, kd_ratio=0.0),
-        train=TrainSettings.from_config({}), device="cpu", seed=5, repair="fill",
-        show_progress=False)
+        net, SPACE, df, ["top1", "params"], loader=lambda seed: [],
+        adaptation=_settings(epochs=2, top_n=4, subnets_per_step=3), device="cpu", seed=5,
+        repair="fill", first_epoch=2, total_epochs=6, teacher=teacher, show_progress=False)
+    a = _settings(epochs=2)
     assert out["top_n"] == 4 and out["epochs"] == 2
-    assert seen["arch"].resolution == seen["res"] in SPACE.resolutions
-    assert seen["settings"].subnets_per_step == 3 and seen["settings"].lr == 0.01
-    assert seen["teacher"] is None and seen["train"].kd_ratio == 0.0
+    assert out["epoch_lr"] == seen["lr"] == [a.lr_at(2, 6), a.lr_at(3, 6)]  # epochs 2, 3 of 6
+    assert seen["res"] == {16, 20, 24} and seen["arch"].resolution == 20
+    assert seen["settings"].subnets_per_step == 3
+    t = seen["train"]
+    assert (t.kd_ratio, t.label_smoothing, t.momentum, t.weight_decay) == (1.0, 0.0, 0.9, 3e-4)
+    assert t.ensemble_weights == (0.34, 0.27, 0.20, 0.13, 0.06)
+    assert seen["teacher"] is teacher and seen["rule"] == a.rule
+    assert seen["dropout"] == 0.0 and net.drop.p == 0.1  # off while adapting, restored after
+    # the resolution fitted to the archive instead (natv2's former rule)
+    adapt.adapt_supernet(
+        Net(), SPACE, df, ["top1", "params"], loader=lambda seed: [],
+        adaptation=_settings(epochs=1, top_n=4, kd_ratio=0.0, resolution="fitted"), device="cpu",
+        seed=5, repair="fill", show_progress=False)
+    assert seen["res"] <= set(SPACE.resolutions) and seen["teacher"] is None
     skipped = adapt.adapt_supernet(
         Net(), SPACE, df, ["top1", "params"], loader=None,
-        adaptation=AdaptSettings(epochs=0, lr=0.01, top_n=4, subnets_per_step=3, kd_ratio=1.0),
-        train=TrainSettings.from_config({}), device="cpu", seed=0, repair="fill")
+        adaptation=_settings(epochs=0, top_n=4), device="cpu", seed=0, repair="fill")
     assert skipped["epochs"] == 0

@@ -41,6 +41,7 @@ from natv2.pipeline.search_stage import (
 from natv2.records import record_files
 from natv2.search import read_archive
 from natv2.supernet import build_supernet, save_checkpoint
+from natv2.train.adapt import AdaptSettings
 
 N_DOE = 6
 KILL_AFTER = 5
@@ -171,6 +172,10 @@ def test_every_file_and_key(run_a):
         re = cand[cand["step"] == "reevaluate"].set_index("arch")["top1"]
         assert (arch.set_index("arch")["top1"] == re.loc[arch["arch"]]).all()
         assert file_sha256(d / "supernet.pt") != file_sha256(root / "supernet" / "supernet.pt")
+        # one schedule over both rounds (epoch k - 1 of 2), one fixed teacher: stage 1's network
+        adaptation = AdaptSettings.from_config(make_cfg(root))
+        assert s["adaptation"]["epoch_lr"] == [pytest.approx(adaptation.lr_at(k - 1, 2))]
+        assert s["adaptation"]["teacher"] == "supernet/supernet.pt"
     assert not list((root / "cache" / "adapted").glob("*.pt"))  # removed once written
 
 

@@ -5,6 +5,13 @@ super-network on sub-networks sampled from the best archive members; every archi
 then evaluated again with the adapted weights (cached under the adapted file's sha256). Skipped
 when ``search.adaptation.epochs`` is 0: the round hands on its input network unchanged.
 
+Round ``k``'s epochs are epochs ``(k - 1) * epochs ..`` of one schedule over all
+``search.rounds`` rounds, and its fixed teacher (``teacher: fixed``) is the largest sub-network
+of the search's input super-network (stage 1's ``supernet.pt``), as the thesis' one
+``SuperNetTrainer`` carries its schedule and teacher through every round of ``NAT.search``. The
+optimiser's momentum is not carried from round to round (each round is its own stage): a
+declared departure.
+
 The adapted network waits under ``cache/adapted/`` (named by everything that determines it)
 until the round's outputs are written, so a stage killed during the re-evaluation does not redo
 the adaptation.
@@ -12,22 +19,23 @@ the adaptation.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 from natv2.distributed import World, broadcast_text
-from natv2.files import file_sha256
+from natv2.errors import UserError
+from natv2.files import file_sha256, first_line
 from natv2.pipeline.eval_cache import settings_hash
 from natv2.pipeline.search_context import SearchContext
 from natv2.search import archive_from_csv, normalize_archive
 from natv2.seeds import adaptation_seed
-from natv2.supernet import load_checkpoint, save_checkpoint
+from natv2.supernet import load_checkpoint, load_supernet, save_checkpoint
 from natv2.train.adapt import AdaptSettings, adapt_supernet
-from natv2.train.eps import TrainSettings
+from natv2.train.eps import make_teacher
 
 
 @dataclass
@@ -45,29 +53,57 @@ class Adapted:
         return sum(len(df) for df in self.reevaluated)
 
 
+def teacher_file(ctx: SearchContext, adaptation: AdaptSettings) -> Path | None:
+    """The checkpoint whose largest sub-network teaches the loaded network, or ``None`` when
+    that is the loaded network itself (no distillation, ``teacher: current``, or round 1)."""
+    if adaptation.kd_ratio <= 0 or adaptation.teacher != "fixed":
+        return None
+    path = ctx.layout.supernet
+    return None if ctx.loaded.path.resolve() == path.resolve() else path
+
+
 def adapted_path(ctx: SearchContext, archive_df: pd.DataFrame, k: int) -> Path:
     """Where round ``k``'s adapted network waits, named by everything that determines it."""
     cfg = ctx.cfg
+    teacher = teacher_file(ctx, AdaptSettings.from_config(cfg))
     key = settings_hash({
         "input": ctx.loaded.sha256, "round": k, "seed": ctx.seed, "eval": ctx.eval_settings,
-        "adaptation": dict(cfg["search"]["adaptation"]),
-        "train": {k2: v for k2, v in cfg["supernet"]["train"].items() if k2 != "phases"},
+        "adaptation": dict(cfg["search"]["adaptation"]), "rounds": int(cfg["search"]["rounds"]),
+        "teacher": None if teacher is None else file_sha256(teacher),
         "policy": ctx.policy.as_dict(),
         "archive": archive_df.to_csv(index=False),
     })
     return ctx.layout.adapted(k, key)
 
 
+def _teacher(ctx: SearchContext, adaptation: AdaptSettings) -> torch.nn.Module | None:
+    path = teacher_file(ctx, adaptation)
+    if path is None:
+        return None
+    try:
+        return make_teacher(load_supernet(path), ctx.space)
+    except (OSError, KeyError, TypeError) as exc:
+        raise UserError(f"cannot read the adaptation's teacher super-network {path}: "
+                        f"{first_line(exc)}; rerun `natv2 supernet` or set "
+                        f"search.adaptation.teacher: current") from None
+
+
 def train_adaptation(ctx: SearchContext, k: int, archive: pd.DataFrame, adaptation: AdaptSettings
                      ) -> dict[str, Any]:
     """Train the loaded network on round ``k``'s ``archive`` (every data-parallel process of
     ``ctx.world`` calls this with the same archive); returns the training record."""
-    # stage 1's training settings (label smoothing, momentum, weight decay, exit weights)
-    train = dataclasses.replace(TrainSettings.from_config(ctx.cfg), phases={}, seed=ctx.seed)
-    return adapt_supernet(
-        ctx.net, ctx.space, archive, ctx.names, ctx.train_loader(), adaptation, train,
-        ctx.device, seed=adaptation_seed(ctx.seed, k), repair=ctx.policy.repair,
-        show_progress=ctx.show, world=ctx.world)
+    rounds = int(ctx.cfg["search"]["rounds"])
+    teacher = teacher_file(ctx, adaptation) or (ctx.loaded.path if adaptation.kd_ratio > 0 else None)
+    record = adapt_supernet(
+        ctx.net, ctx.space, archive, ctx.names, ctx.train_loader(), adaptation, ctx.device,
+        seed=adaptation_seed(ctx.seed, k), repair=ctx.policy.repair,
+        first_epoch=(int(k) - 1) * adaptation.epochs, total_epochs=rounds * adaptation.epochs,
+        teacher=_teacher(ctx, adaptation), show_progress=ctx.show, world=ctx.world)
+    # the super-network whose largest sub-network taught, under the results folder
+    root = ctx.layout.root
+    record["teacher"] = (None if teacher is None else str(teacher.relative_to(root))
+                         if teacher.is_relative_to(root) else str(teacher))
+    return record
 
 
 def share_archive(archive: pd.DataFrame | None, world: World) -> pd.DataFrame | None:

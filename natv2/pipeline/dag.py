@@ -25,7 +25,6 @@ NOT_STAGE_KEYS: dict[str, str] = {
     "threads": "execution: torch intra-op threads",
     "processes": "execution: data-parallel processes of a training job (the same algorithm)",
     "results_dir": "execution: where the outputs go (the file paths carry it)",
-    "search.rounds": "graph shape: a new round is a new stage, not a changed one",
     "finetune.slots": "graph shape: a new slot is a new stage",
     "search.shards": "graph shape: splits a round's evaluations over jobs, same results",
     "supernet.cache_dir": "execution: where downloads are kept",
@@ -34,8 +33,6 @@ NOT_STAGE_KEYS: dict[str, str] = {
 STRUCTURE = ("supernet.family", "supernet.width_mult", "supernet.ks_list", "supernet.expand_list",
              "supernet.depth_list")
 _DATA = ("seed", "data", "space")
-_ADAPT_TRAIN = ("supernet.train.label_smoothing", "supernet.train.momentum", "supernet.train.weight_decay",
-                "supernet.train.progressive_teacher", "supernet.train.ensemble_weights")
 _INIT_SEARCH = ("search.policy", "search.seed", "search.n_doe", "search.objectives", "search.init", "search.preprocess_factor",
                 "search.sampler", "search.repair", "search.measure_latency", "latency",
                 # a latency target measures every evaluated architecture's latency; with
@@ -44,12 +41,14 @@ _INIT_SEARCH = ("search.policy", "search.seed", "search.n_doe", "search.objectiv
 _ROUND_SEARCH = _INIT_SEARCH + (
     "search.candidates", "search.update", "search.predictor", "search.features", "search.pop_size",
     "search.n_gen", "search.crossover_prob", "search.mutation_eta", "search.subset_pop_size",
-    "search.subset_n_gen", "search.adaptation")
+    "search.subset_n_gen", "search.adaptation",
+    # the adaptation's one schedule spans every round's epochs
+    "search.rounds")
 
 STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "supernet": _DATA + STRUCTURE + ("supernet.source", "supernet.train", "supernet.warmup"),
     "init_archive": _DATA + STRUCTURE + _INIT_SEARCH,
-    "search_round": _DATA + STRUCTURE + _ROUND_SEARCH + _ADAPT_TRAIN,
+    "search_round": _DATA + STRUCTURE + _ROUND_SEARCH,
     "finetune": _DATA + STRUCTURE + ("search.objectives", "finetune.n_high_tradeoff", "finetune.max_epochs",
                                      "finetune.patience", "finetune.optimizer", "finetune.lr", "finetune.momentum",
                                      "finetune.weight_decay", "finetune.label_smoothing", "finetune.warmup_epochs",
@@ -120,10 +119,11 @@ def round_outputs(layout: Layout, k: int) -> tuple[str, ...]:
 
 
 def round_inputs(layout: Layout, k: int, table: bool = False) -> tuple[str, ...]:
-    """(previous archive.csv, round 0 stats.json, input supernet.pt[, latency table]) of round
-    ``k >= 1``."""
+    """(previous archive.csv, round 0 stats.json, input supernet.pt[, stage 1's supernet.pt, the
+    adaptation's fixed teacher][, latency table]) of round ``k >= 1``."""
+    teacher = (layout.supernet,) if int(k) > 1 else ()
     extra = (layout.latency_table,) if table else ()
-    return _paths((layout.archive(k - 1), layout.stats(0), layout.input_supernet(k), *extra))
+    return _paths((layout.archive(k - 1), layout.stats(0), layout.input_supernet(k), *teacher, *extra))
 
 
 def rank_outputs(layout: Layout, n: int) -> tuple[str, ...]:

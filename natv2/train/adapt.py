@@ -1,32 +1,45 @@
-"""NAT's per-round super-network adaptation.
+"""NAT's per-round super-network adaptation, as the thesis runs it.
 
 After each search round NAT (Lu et al. 2021) fits a distribution to every variable of the
 encoding over the best archive members, samples sub-networks from those distributions and
-trains the super-network on them for a few epochs, with knowledge distillation from the largest
-network; the archive is then re-evaluated with the adapted super-network (the stage does that).
+trains the super-network on them for a few epochs, with knowledge distillation from a teacher;
+the archive is then re-evaluated with the adapted super-network (the stage does that).
 
 **Distributions.** For each integer variable (``r``, ``w``, the 20 block slots, ``nd``) we use a
 smoothed categorical estimate over the variable's bounds ``xl..xu``: ``p(v) = (count(v) + 1) /
-(n + xu - xl + 1)`` (Laplace / add-one smoothing). NAT's code fits scipy continuous
-distributions to the integer values and rounds samples. We do not, because the values are
-*nominal*: a block code ``1 + ks_idx + 3*e_idx`` puts (k7, e3) = 3 next to (k3, e4) = 4, and 0
-means "skip", so a continuous density invents an ordering and smoothness between unrelated
-choices, and rounding makes the end values of the range half as likely as the fit says. The
-categorical estimate reproduces the best members' frequencies exactly, and the add-one term
-keeps every value reachable (exploration) with a weight that vanishes as ``top_n`` grows (150
-members vs 10 values per slot). Variables are sampled independently, then repaired with the
-policy's repair (``push``/``fill``), so every sample is a valid architecture.
+(n + xu - xl + 1)`` (Laplace / add-one smoothing). The thesis (``NAT.survival`` and
+``_model_distribution`` in ``NAT_extended/search/algorithms/nat.py``, ``distribution_estimation``
+in its ``utils.py``) keeps the same ``top_n`` members (rank and crowding, reference directions
+beyond two objectives) but fits every scipy continuous distribution to each variable's integer
+values and keeps the one of least squared error against the histogram. We do not, because the
+values are *nominal*: a block code ``1 + ks_idx + 3*e_idx`` puts (k7, e3) = 3 next to (k3, e4) =
+4, and 0 means "skip", so a continuous density invents an ordering and smoothness between
+unrelated choices. The categorical estimate reproduces the best members' frequencies exactly,
+and the add-one term keeps every value reachable with a weight that vanishes as ``top_n``
+grows. Variables are sampled independently, then repaired with the policy's repair
+(``push``/``fill``), so every sample is a valid architecture. A declared departure
+(``docs/DESIGN-NOTES.md``).
 
-**Training.** :func:`natv2.train.eps.train_phase` with a sampler drawing from the
-distributions: ``subnets_per_step`` sub-networks per step (gradients accumulated), the step's
-resolution drawn from the fitted ``r`` distribution, KD (weight ``kd_ratio``) from the largest
-network of the super-network as it was at the start of the adaptation.
+**Training** (:class:`AdaptSettings`; the schema's defaults are the thesis' ``run_nat_new.py``
+``assign_adaptation_arguments`` and ``SuperNetTrainer`` of ``NAT_extended/train/trainer.py``):
+``subnets_per_step`` sub-networks per step (``dynamic_batch_size``), gradients accumulated and
+the norm clipped after each one's backward; plain SGD momentum (no Nesterov), weight decay on
+every parameter; the loss ``(CE + kd * KD) * 2 / (kd + 1)`` without label smoothing, dropout
+off (the thesis builds the super-network with ``dropout_rate=0``); each step's resolution
+uniform over the multiples of 4 between the space's smallest and largest
+(``MyModRandomResizedCrop`` with ``CONTINUOUS = True``: the sampled ``r`` is dropped); one
+cosine schedule with its warm-up across every round's epochs
+(:func:`natv2.train.schedule.timm_cosine_epoch_lr`), not restarted per round. The teacher is
+fixed: the largest sub-network (all exits, weighted by ``ensemble_weights`` in the thesis' order
+exit 1 first) of the search's input super-network; ``teacher: current`` takes each round's
+input instead.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -38,7 +51,8 @@ from natv2.config import ensure_config
 from natv2.distributed import SINGLE, World
 from natv2.search import archive_vectors, objectives, survive
 from natv2.space import Arch, SearchSpace
-from natv2.train.eps import PhaseSettings, TrainSettings, make_teacher, train_phase
+from natv2.train.eps import PhaseSettings, StepRule, TrainSettings, make_teacher, train_phase
+from natv2.train.schedule import timm_cosine_epoch_lr
 
 
 @dataclass(frozen=True)
@@ -103,21 +117,78 @@ def fit_archive_distributions(space: SearchSpace, df: pd.DataFrame, names: Seque
                                                                                   seed)))
 
 
+#: the resolutions of ``MyModRandomResizedCrop``'s continuous mode are multiples of this
+RESOLUTION_STEP = 4
+
+
+def continuous_resolutions(resolutions: Sequence[int]) -> tuple[int, ...]:
+    """Every multiple of 4 from the smallest to the largest of ``resolutions``, both ends always
+    included (``MyModRandomResizedCrop.get_candidate_image_size`` with ``CONTINUOUS``)."""
+    lo, hi = min(int(r) for r in resolutions), max(int(r) for r in resolutions)
+    inner = range(-(-lo // RESOLUTION_STEP) * RESOLUTION_STEP, hi + 1, RESOLUTION_STEP)
+    return tuple(sorted({lo, hi, *inner}))
+
+
 @dataclass(frozen=True)
 class AdaptSettings:
     """The config's ``search.adaptation`` (the schema holds the defaults)."""
 
     epochs: int
     lr: float
+    lr_min: float
+    warmup_epochs: int
+    warmup_lr: float
+    momentum: float
+    nesterov: bool
+    weight_decay: float
+    decay_all: bool
+    grad_clip: float
+    label_smoothing: float
+    dropout: float
     top_n: int
     subnets_per_step: int
     kd_ratio: float
+    ensemble_weights: tuple[float, ...]
+    teacher: str
+    resolution: str
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> AdaptSettings:
-        a = ensure_config(cfg)["search"]["adaptation"]
-        return cls(epochs=int(a["epochs"]), lr=float(a["lr"]), top_n=int(a["top_n"]),
-                   subnets_per_step=int(a["subnets_per_step"]), kd_ratio=float(a["kd_ratio"]))
+        a = dict(ensure_config(cfg)["search"]["adaptation"])
+        a["ensemble_weights"] = tuple(float(w) for w in a["ensemble_weights"])
+        return cls(**a)
+
+    def lr_at(self, epoch: int, total_epochs: int) -> float:
+        """The learning rate of epoch ``epoch`` (0-based, counted over every round) of a
+        schedule of ``total_epochs``."""
+        return timm_cosine_epoch_lr(epoch, self.lr, total_epochs, self.warmup_epochs,
+                                    self.warmup_lr, self.lr_min)
+
+    def train_settings(self, seed: int) -> TrainSettings:
+        """The training settings :func:`natv2.train.eps.train_phase` takes."""
+        return TrainSettings(
+            phases={}, kd_ratio=self.kd_ratio, label_smoothing=self.label_smoothing,
+            momentum=self.momentum, weight_decay=self.weight_decay, progressive_teacher=False,
+            ensemble_weights=self.ensemble_weights, seed=int(seed), exit_loss_weights=())
+
+    @property
+    def rule(self) -> StepRule:
+        return StepRule(nesterov=self.nesterov, decay_all=self.decay_all,
+                        grad_clip=self.grad_clip, kd_mean=True)
+
+
+@contextlib.contextmanager
+def dropout_rate(net: torch.nn.Module, p: float) -> Iterator[None]:
+    """Every dropout layer of ``net`` at rate ``p`` inside the block, as it was after."""
+    layers = [m for m in net.modules() if isinstance(m, torch.nn.Dropout)]
+    before = [m.p for m in layers]
+    for m in layers:
+        m.p = float(p)
+    try:
+        yield
+    finally:
+        for m, q in zip(layers, before, strict=True):
+            m.p = q
 
 
 def adapt_supernet(
@@ -127,40 +198,61 @@ def adapt_supernet(
     names: Sequence[str],
     loader: Callable[[int], Any],
     adaptation: AdaptSettings,
-    train: TrainSettings,
     device: torch.device,
     seed: int,
     repair: str,
+    first_epoch: int = 0,
+    total_epochs: int | None = None,
+    teacher: torch.nn.Module | None = None,
     show_progress: bool = True,
     world: World = SINGLE,
 ) -> dict[str, Any]:
     """Train ``net`` in place on sub-networks sampled from the archive's best members.
 
-    ``train`` supplies label smoothing, momentum, weight decay and the exit weights (its
-    ``kd_ratio`` is replaced by ``adaptation.kd_ratio``); ``repair`` is the policy's.
-    ``loader(seed)`` returns one shuffled epoch of training batches. Returns the training
-    record (name, epochs, seconds, loss, train_top1) plus ``top_n`` (members fitted).
+    The round's epochs are epochs ``first_epoch ..`` of a schedule of ``total_epochs`` (default:
+    this round's alone). ``teacher`` (a static network; with ``kd_ratio > 0``) defaults to the
+    largest sub-network of ``net`` as it is now. ``repair`` is the policy's. ``loader(seed)``
+    returns one shuffled epoch of training batches. Returns the training record (name, epochs,
+    seconds, loss, train_top1, epoch_loss, the epochs' learning rates ``epoch_lr``) plus
+    ``top_n`` (members fitted).
     """
     start = time.perf_counter()
     epochs = adaptation.epochs
     dist = fit_archive_distributions(space, archive_df, names, adaptation.top_n, seed)
     if epochs <= 0:
         return {"name": "adapt", "epochs": 0, "seconds": 0.0, "top_n": dist.n_fitted}
+    total = int(first_epoch) + epochs if total_epochs is None else int(total_epochs)
     net.to(device)
     kd = adaptation.kd_ratio
-    teacher = make_teacher(net, space).to(device) if kd > 0 else None
+    if kd > 0 and teacher is None:
+        teacher = make_teacher(net, space)
+    teacher = teacher.to(device) if kd > 0 else None
     settings = PhaseSettings(epochs=epochs, lr=adaptation.lr, warmup_epochs=0,
                              subnets_per_step=adaptation.subnets_per_step)
-    train = replace(train, phases={"adapt": settings}, kd_ratio=kd, seed=seed)
+    epoch_lr = [adaptation.lr_at(int(first_epoch) + e, total) for e in range(epochs)]
+    if adaptation.resolution == "continuous":
+        sizes = continuous_resolutions(space.resolutions)
+
+        def resolution_sampler(rng: np.random.Generator) -> int:
+            return int(sizes[int(rng.integers(len(sizes)))])
+
+        def sampler(rng: np.random.Generator, resolution: int) -> Arch:
+            return replace(dist.sample(rng, space, repair), resolution=int(resolution))
+    else:  # "fitted": the resolution drawn from the archive's r distribution
+        def resolution_sampler(rng: np.random.Generator) -> int:
+            return dist.sample_resolution(rng, space)
+
+        def sampler(rng: np.random.Generator, resolution: int) -> Arch:
+            return dist.sample(rng, space, repair, resolution)
     torch.manual_seed(seed)
-    record = train_phase(
-        net, space, loader, "adapt", settings, train, teacher, device, seed=seed,
-        show_progress=show_progress,
-        sampler=lambda rng, resolution: dist.sample(rng, space, repair, resolution),
-        resolution_sampler=lambda rng: dist.sample_resolution(rng, space),
-        world=world,
-    )
+    with dropout_rate(net, adaptation.dropout):
+        record = train_phase(
+            net, space, loader, "adapt", settings, adaptation.train_settings(seed), teacher,
+            device, seed=seed, show_progress=show_progress, sampler=sampler,
+            resolution_sampler=resolution_sampler, world=world, rule=adaptation.rule,
+            lr_at=lambda epoch, step: epoch_lr[epoch])
     net.eval()
+    record["epoch_lr"] = epoch_lr
     record["top_n"] = dist.n_fitted
     record["seconds"] = round(time.perf_counter() - start, 3)
     return record

@@ -112,6 +112,27 @@ class WarmupSettings:
                    exit_loss_weights=tuple(w["exit_loss_weights"]))
 
 
+@dataclass(frozen=True)
+class StepRule:
+    """How one optimiser step is taken, beyond the learning rate.
+
+    ``nesterov``: SGD with Nesterov momentum. ``decay_all``: weight decay on every parameter
+    (else none on BN parameters and biases, OFA's ``no_decay_keys``). ``grad_clip``: clip the
+    gradient norm to this after each sub-network's backward (0: off), as the thesis'
+    ``SuperNetTrainer.train_one_epoch`` does. ``kd_mean``: the loss with a teacher is
+    ``(CE + kd * KD) * 2 / (kd + 1)`` (that trainer) instead of OFA's ``CE + kd * KD``.
+    """
+
+    nesterov: bool
+    decay_all: bool
+    grad_clip: float
+    kd_mean: bool
+
+
+#: OFA's progressive shrinking (``ofa/.../progressive_shrinking.py``), the EPS phases' rule
+OFA_STEP = StepRule(nesterov=True, decay_all=False, grad_clip=0.0, kd_mean=False)
+
+
 def make_teacher(net: nn.Module, space: SearchSpace) -> nn.Module:
     """A frozen static copy of the largest sub-network (all exits for early-exit families)."""
     largest = space.largest()
@@ -204,7 +225,8 @@ def train_phase(net: nn.Module, space: SearchSpace, loader: Callable[[int], obje
                 device: torch.device, seed: int, show_progress: bool = True,
                 sampler: Sampler | None = None,
                 resolution_sampler: Callable[[np.random.Generator], int] | None = None,
-                world: World = SINGLE, exit_loss_weights: Sequence[float] | None = None) -> dict:
+                world: World = SINGLE, exit_loss_weights: Sequence[float] | None = None,
+                rule: StepRule = OFA_STEP, lr_at: Callable[[int, int], float] | None = None) -> dict:
     """Train ``net`` for one phase; returns {name, epochs, seconds, loss, train_top1} of its last
     epoch and ``epoch_loss``, the mean training loss of each epoch.
 
@@ -220,6 +242,10 @@ def train_phase(net: nn.Module, space: SearchSpace, loader: Callable[[int], obje
     ``resolution_sampler(rng)`` draws each step's resolution (default: uniform over the space's).
     In a data-parallel ``world`` every rank draws the same sub-networks and batches and trains
     on its slice of each batch (``natv2.distributed``); the record covers all ranks.
+
+    ``rule`` (:class:`StepRule`) is OFA's by default. ``lr_at(epoch, step)`` gives the learning
+    rate of a step of the phase (both 0-based); by default a linear warm-up over
+    ``settings.warmup_epochs`` then a cosine decay, per step (OFA).
     """
     rng = np.random.default_rng(seed)
     sampler = sampler or phase_sampler(space, phase)
@@ -227,12 +253,19 @@ def train_phase(net: nn.Module, space: SearchSpace, loader: Callable[[int], obje
     # channels-last activations and weights: about 2x faster convolutions on CPU (oneDNN) and the
     # layout tensor cores want on GPU; values are unchanged
     net.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(param_groups(net, train.weight_decay), lr=settings.lr,
-                                momentum=train.momentum, nesterov=True)
+    params = ([p for p in net.parameters() if p.requires_grad] if rule.decay_all
+              else param_groups(net, train.weight_decay))
+    optimizer = torch.optim.SGD(params, lr=settings.lr, momentum=train.momentum,
+                                nesterov=rule.nesterov, weight_decay=train.weight_decay)
     start = time.perf_counter()
     steps_per_epoch = len(loader(0))
     total = settings.epochs * steps_per_epoch
     warmup = settings.warmup_epochs * steps_per_epoch
+    if lr_at is None:
+        def lr_at(epoch: int, step: int) -> float:
+            return cosine_lr(settings.lr, step, total, warmup)
+    kd_scale = 2.0 / (train.kd_ratio + 1.0) if rule.kd_mean else 1.0
+    clipped = [p for p in net.parameters() if p.requires_grad] if rule.grad_clip > 0 else None
     step = 0
     loss_sum = correct = seen = 0.0
     epoch_loss: list[float] = []
@@ -243,7 +276,7 @@ def train_phase(net: nn.Module, space: SearchSpace, loader: Callable[[int], obje
             loss_sum = correct = seen = 0.0
             for batch in loader(epoch_seed(seed, epoch)):
                 share, (images, labels) = local_slice(world, *batch)
-                lr = cosine_lr(settings.lr, step, total, warmup)
+                lr = lr_at(epoch, step)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 resolution = int(resolution_sampler(rng) if resolution_sampler is not None
@@ -267,16 +300,22 @@ def train_phase(net: nn.Module, space: SearchSpace, loader: Callable[[int], obje
                         loss = F.cross_entropy(logits, y, label_smoothing=train.label_smoothing)
                         if soft is not None and train.kd_ratio > 0:
                             loss = loss + train.kd_ratio * distillation_loss(logits, soft)
+                    if kd_scale != 1.0:
+                        loss = loss * kd_scale
                     value = float(loss.detach())
                     if not math.isfinite(value):
                         raise UserError(f"supernet {phase}: training loss is {value} at step {step + 1} "
                                         f"(epoch {epoch + 1}); nothing written for this phase; lower its "
                                         f"learning rate (now {settings.lr})")
-                    (loss * share).backward()  # summed over ranks: the global batch's mean loss
+                    if clipped is None:
+                        (loss * share).backward()  # summed over ranks: the global batch's mean loss
+                    else:
+                        _clipped_backward(loss * share, clipped, rule.grad_clip)
                     loss_sum += value * len(y)
                     correct += float((logits.argmax(1) == y).sum())
                     seen += len(y)
-                sum_gradients(net.parameters())
+                if clipped is None:  # else summed with each sub-network's backward
+                    sum_gradients(net.parameters())
                 optimizer.step()
                 step += 1
                 bar.update(1)
@@ -291,6 +330,21 @@ def train_phase(net: nn.Module, space: SearchSpace, loader: Callable[[int], obje
         "train_top1": 100.0 * correct / max(seen, 1),
         "epoch_loss": epoch_loss,
     }
+
+
+def _clipped_backward(loss: torch.Tensor, params: Sequence[nn.Parameter], max_norm: float) -> None:
+    """Add ``loss``'s gradient (summed over data-parallel ranks) to the step's gradient so far,
+    then clip the total's norm to ``max_norm``: the thesis' ``backward(); clip_grad_norm_()``
+    per sub-network, the same on one process or several."""
+    before = [p.grad for p in params]
+    for p in params:
+        p.grad = None
+    loss.backward()
+    sum_gradients(params)
+    for p, g in zip(params, before, strict=True):
+        if g is not None:
+            p.grad = g if p.grad is None else p.grad + g
+    nn.utils.clip_grad_norm_(params, max_norm)
 
 
 def train_supernet(net: nn.Module, space: SearchSpace, loader: Callable[[int], object],
