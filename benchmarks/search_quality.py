@@ -71,6 +71,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "natv2 without pre-processing": {"policy": "natv2", **_THESIS, "preprocess_factor": 1},
     "natv2 without bounded update": {"policy": "natv2", **_THESIS, "update": "grow"},
     "natv2 with lgbm-small": {"policy": "natv2", **_THESIS, "predictor": "lgbm-small"},
+    # the adaptation natv2 ran before it took the thesis' (search.adaptation options)
+    "natv2 with natv2's former adaptation": {"policy": "natv2", **_THESIS, "adaptation": {
+        "schedule": "per_round", "teacher": "current", "resolution": "fitted", "nesterov": True,
+        "decay_all": False, "grad_clip": 0.0, "label_smoothing": 0.1, "weight_decay": 3.0e-5,
+        "ensemble_weights": [0.06, 0.13, 0.20, 0.27, 0.34], "dropout": 0.1}},
     "nat with adaptive switching (NAT paper)": {"policy": "nat", **_THESIS, "predictor": "as",
                                                 "features": "integer"},
 }

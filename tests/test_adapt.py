@@ -83,7 +83,7 @@ def test_defaults_are_the_thesis_adaptation():
     assert (a.momentum, a.nesterov, a.weight_decay, a.decay_all, a.grad_clip) == (0.9, False, 3e-4, True, 5.0)
     assert (a.label_smoothing, a.dropout, a.subnets_per_step, a.kd_ratio, a.top_n) == (0.0, 0.0, 4, 1.0, 150)
     assert a.ensemble_weights == (0.34, 0.27, 0.20, 0.13, 0.06)
-    assert (a.teacher, a.resolution) == ("fixed", "continuous")
+    assert (a.teacher, a.resolution, a.schedule) == ("fixed", "continuous", "across_rounds")
     assert a.rule == StepRule(nesterov=False, decay_all=True, grad_clip=5.0, kd_mean=True)
 
 
@@ -171,6 +171,19 @@ def test_adapt_supernet_wires_the_thesis_training(monkeypatch):
         adaptation=_settings(epochs=1, top_n=4, kd_ratio=0.0, resolution="fitted"), device="cpu",
         seed=5, repair="fill", show_progress=False)
     assert seen["res"] <= set(SPACE.resolutions) and seen["teacher"] is None
+    # natv2's former schedule: train_phase's own cosine per step over the round
+    calls = {}
+
+    def recording(*args, lr_at=None, **kwargs):
+        calls["lr_at"] = lr_at
+        return {"name": "adapt", "epochs": 1}
+
+    monkeypatch.setattr(adapt, "train_phase", recording)
+    out = adapt.adapt_supernet(
+        Net(), SPACE, df, ["top1", "params"], loader=lambda seed: [],
+        adaptation=_settings(epochs=1, top_n=4, kd_ratio=0.0, schedule="per_round"), device="cpu", seed=5,
+        repair="fill", show_progress=False)
+    assert calls["lr_at"] is None and out["epoch_lr"] is None
     skipped = adapt.adapt_supernet(
         Net(), SPACE, df, ["top1", "params"], loader=None,
         adaptation=_settings(epochs=0, top_n=4), device="cpu", seed=0, repair="fill")

@@ -29,7 +29,8 @@ off (the thesis builds the super-network with ``dropout_rate=0``); each step's r
 uniform over the multiples of 4 between the space's smallest and largest
 (``MyModRandomResizedCrop`` with ``CONTINUOUS = True``: the sampled ``r`` is dropped); one
 cosine schedule with its warm-up across every round's epochs
-(:func:`natv2.train.schedule.timm_cosine_epoch_lr`), not restarted per round. The teacher is
+(:func:`natv2.train.schedule.timm_cosine_epoch_lr`), not restarted per round (``schedule:
+per_round``: a cosine per step over each round's epochs, natv2's former rule). The teacher is
 fixed: the largest sub-network (all exits, weighted by ``ensemble_weights`` in the thesis' order
 exit 1 first) of the search's input super-network; ``teacher: current`` takes each round's
 input instead.
@@ -151,6 +152,7 @@ class AdaptSettings:
     ensemble_weights: tuple[float, ...]
     teacher: str
     resolution: str
+    schedule: str
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> AdaptSettings:
@@ -229,7 +231,9 @@ def adapt_supernet(
     teacher = teacher.to(device) if kd > 0 else None
     settings = PhaseSettings(epochs=epochs, lr=adaptation.lr, warmup_epochs=0,
                              subnets_per_step=adaptation.subnets_per_step)
-    epoch_lr = [adaptation.lr_at(int(first_epoch) + e, total) for e in range(epochs)]
+    across = adaptation.schedule == "across_rounds"
+    # per_round (natv2's former rule): a cosine per step over this round's epochs, no warm-up
+    epoch_lr = [adaptation.lr_at(int(first_epoch) + e, total) for e in range(epochs)] if across else None
     if adaptation.resolution == "continuous":
         sizes = continuous_resolutions(space.resolutions)
 
@@ -250,7 +254,7 @@ def adapt_supernet(
             net, space, loader, "adapt", settings, adaptation.train_settings(seed), teacher,
             device, seed=seed, show_progress=show_progress, sampler=sampler,
             resolution_sampler=resolution_sampler, world=world, rule=adaptation.rule,
-            lr_at=lambda epoch, step: epoch_lr[epoch])
+            lr_at=(lambda epoch, step: epoch_lr[epoch]) if across else None)
     net.eval()
     record["epoch_lr"] = epoch_lr
     record["top_n"] = dist.n_fitted
