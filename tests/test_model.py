@@ -65,8 +65,8 @@ def test_files_written(saved):
     with open(out / "history.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert [r["step"] for r in rows] == ["1", "2"] and rows[1]["val_top1"] == ""
-    assert list(rows[0]) == ["step", "epoch", "lr", "train_loss", "train_top1", "val_top1",
-                             "seconds"]
+    assert list(rows[0]) == ["step", "epoch", "lr", "train_loss", "train_top1", "val_loss",
+                             "val_top1", "seconds"]
     payload = torch.load(out / "model.pt", weights_only=True)
     assert payload["format"] == "natv2-static" and payload["config"] == model.config()
     assert not list(out.glob(".*.tmp"))

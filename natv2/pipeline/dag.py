@@ -52,6 +52,8 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "finetune": _DATA + STRUCTURE + ("search.objectives", "finetune.n_high_tradeoff", "finetune.max_epochs",
                                      "finetune.patience", "finetune.optimizer", "finetune.lr", "finetune.momentum",
                                      "finetune.weight_decay", "finetune.label_smoothing", "finetune.warmup_epochs",
+                                     "finetune.stop_on", "finetune.lr_min", "finetune.cosine_epochs",
+                                     "finetune.nesterov", "finetune.decay_all", "finetune.dropout",
                                      "finetune.batch_size", "finetune.measure_latency", "finetune.measure_int8", "finetune.exit_ordering",
                                      "latency", "targets"),
     "report": ("targets",),

@@ -1,11 +1,18 @@
 """NATv2 post-processing: fine-tune one chosen sub-network in two steps.
 
 Step 1 extracts the sub-network with the super-network's weights, recalibrates batch-norm on
-training images and trains it on the train split, measuring validation top-1 after every epoch;
-training stops after ``patience`` epochs without a new best (or at ``max_epochs``), and the best
-epoch count is remembered. Step 2 extracts the sub-network again (fresh inherited weights),
-recalibrates BN and trains it on train + val for exactly that many epochs (the cosine schedule
-spans those epochs); its test top-1 is the reported accuracy.
+training images and trains it on the train split, measuring validation loss and top-1 after every
+epoch; training stops after ``patience`` epochs without a lower validation loss (``stop_on:
+val_top1``: without a higher top-1) or at ``max_epochs``, and the epoch of the best validation
+top-1 is remembered. Step 2 extracts the sub-network again (fresh inherited weights),
+recalibrates BN and trains it on train + val for exactly that many epochs; its test top-1 is the
+reported accuracy. The defaults are the thesis' (``finetune_natnet.py``,
+``assign_training_arguments`` and ``train``; ``LossEarlyStoppingMeter``): up to 150 epochs at
+batch 64, SGD momentum 0.9 without Nesterov at lr 1e-4, weight decay 5e-4 on every parameter,
+plain cross entropy, dropout 0, one cosine of ``max_epochs`` epochs down to 1e-8 per step, which
+step 2 follows too for its fewer epochs (``cosine_epochs: run`` spans each step's own epochs).
+Unlike the thesis, step 2 never looks at the test set (the thesis early-stops it on the test loss,
+its validation set being merged into training).
 
 ```python
 from natv2.train.finetune import FinetuneSettings, finetune
@@ -61,7 +68,7 @@ from natv2.progress import progress
 from natv2.seeds import step_seed
 from natv2.train.schedule import cosine_lr
 
-HISTORY_COLUMNS = ("step", "epoch", "lr", "train_loss", "train_top1", "val_top1", "seconds")
+HISTORY_COLUMNS = ("step", "epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "seconds")
 
 LossFn = Callable[[Any, torch.Tensor], torch.Tensor]
 LogitsFn = Callable[[Any], torch.Tensor]
@@ -80,10 +87,16 @@ class FinetuneSettings:
     max_epochs: int
     patience: int
     optimizer: str
+    stop_on: str
     lr: float
+    lr_min: float
+    cosine_epochs: str
     momentum: float
+    nesterov: bool
     weight_decay: float
+    decay_all: bool
     label_smoothing: float
+    dropout: float | None
     warmup_epochs: int
     batch_size: int
     eval_batch_size: int
@@ -103,10 +116,16 @@ class FinetuneSettings:
             max_epochs=int(ft["max_epochs"]),
             patience=int(ft["patience"]),
             optimizer=ft["optimizer"],
+            stop_on=ft["stop_on"],
             lr=float(ft["lr"]),
+            lr_min=float(ft["lr_min"]),
+            cosine_epochs=ft["cosine_epochs"],
             momentum=float(ft["momentum"]),
+            nesterov=bool(ft["nesterov"]),
             weight_decay=float(ft["weight_decay"]),
+            decay_all=bool(ft["decay_all"]),
             label_smoothing=float(ft["label_smoothing"]),
+            dropout=None if ft["dropout"] is None else float(ft["dropout"]),
             warmup_epochs=int(ft["warmup_epochs"]),
             batch_size=int(data["batch_size"] if ft["batch_size"] is None else ft["batch_size"]),
             eval_batch_size=int(data["eval_batch_size"]),
@@ -180,9 +199,13 @@ def param_groups(net: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def make_optimizer(net: nn.Module, s: FinetuneSettings) -> torch.optim.Optimizer:
-    groups = param_groups(net, s.weight_decay)
+    """SGD (``momentum``, ``nesterov``, ``weight_decay``) or AdamW (its own default weight decay,
+    as the thesis builds it); ``decay_all: false`` exempts BN parameters and biases."""
+    groups = ([p for p in net.parameters() if p.requires_grad] if s.decay_all
+              else param_groups(net, s.weight_decay))
     if s.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=s.lr, momentum=s.momentum, nesterov=True)
+        return torch.optim.SGD(groups, lr=s.lr, momentum=s.momentum, nesterov=s.nesterov,
+                               weight_decay=s.weight_decay)
     if s.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=s.lr)
     raise ValueError(f"no optimizer {s.optimizer!r}")
@@ -210,6 +233,24 @@ def accuracy(model: nn.Module, batches: Iterable, device: torch.device,
     return 100.0 * correct / total
 
 
+def loss_and_accuracy(model: nn.Module, batches: Iterable, device: torch.device, loss_fn: LossFn,
+                      logits_fn: LogitsFn = logits_of) -> tuple[float, float]:
+    """(mean ``loss_fn`` per example, top-1 %) over ``(x, y)`` batches; model left in eval mode."""
+    model.eval()
+    correct = total = 0
+    loss_sum = 0.0
+    with torch.inference_mode():
+        for x, y in batches:
+            y = y.view(-1).to(device)
+            outputs = model(_channels_last(x.to(device, non_blocking=True)))
+            loss_sum += float(loss_fn(outputs, y)) * int(y.numel())
+            correct += int((logits_fn(outputs).argmax(dim=1) == y).sum())
+            total += int(y.numel())
+    if total == 0:
+        raise ValueError("loss_and_accuracy: no examples to evaluate (empty split)")
+    return loss_sum / total, 100.0 * correct / total
+
+
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
     """Channels-last images: oneDNN's fast convolution layout on CPU, the one GPUs prefer."""
     return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
@@ -225,7 +266,8 @@ def _train_loader(dataset, s: FinetuneSettings, seed: int):
 
 @dataclass
 class _Run:
-    """One training run of a fixed length (the cosine schedule spans ``epochs``)."""
+    """One training run of ``epochs`` epochs; its cosine spans ``epochs`` or, with
+    ``cosine_epochs: max_epochs``, ``max_epochs`` (of which it may run fewer)."""
 
     net: nn.Module
     loader: Any
@@ -242,8 +284,10 @@ class _Run:
         self.steps_per_epoch = len(self.loader)
         if self.steps_per_epoch == 0:
             raise UserError("finetune: the training split is empty")
-        self.total = self.epochs * self.steps_per_epoch
-        self.warmup = min(self.s.warmup_epochs * self.steps_per_epoch, self.total)
+        self.total = self.epochs * self.steps_per_epoch  # the steps this run takes
+        span = self.s.max_epochs if self.s.cosine_epochs == "max_epochs" else self.epochs
+        self.schedule_steps = max(span, self.epochs) * self.steps_per_epoch  # the cosine's length
+        self.warmup = min(self.s.warmup_epochs * self.steps_per_epoch, self.schedule_steps)
 
     def epoch(self, bar: Any) -> dict[str, float]:
         net, opt = self.net, self.optimizer
@@ -254,7 +298,7 @@ class _Run:
         with synchronised_batch_norm(net):
             for batch in self.loader:
                 share, (x, y) = local_slice(self.world, *batch)
-                lr = cosine_lr(self.s.lr, self.step, self.total, self.warmup)
+                lr = cosine_lr(self.s.lr, self.step, self.schedule_steps, self.warmup, self.s.lr_min)
                 first_lr = lr if first_lr is None else first_lr
                 for group in opt.param_groups:
                     group["lr"] = lr
@@ -295,28 +339,57 @@ def check_settings(settings: Any) -> FinetuneSettings:
     return settings
 
 
-def _train_early_stopping(run: _Run, val: Iterable, patience: int, show_progress: bool
+class EarlyStopping:
+    """When step 1 stops, and which epoch step 2 trains for.
+
+    ``stop_on="val_loss"``: the thesis' ``LossEarlyStoppingMeter`` (a loss above the best so far
+    counts one bad epoch, any other resets the count and becomes the best); ``"val_top1"``: a
+    top-1 not above the best so far counts one bad epoch. Stop when ``patience`` bad epochs are
+    counted in a row. ``best_epoch`` is always that of the best validation top-1 (strictly higher
+    wins: the earliest of equals), as the thesis' ``train`` returns it.
+    """
+
+    def __init__(self, stop_on: str, patience: int) -> None:
+        if stop_on not in ("val_loss", "val_top1"):
+            raise ValueError(f"stop_on {stop_on!r}; valid: val_loss, val_top1")
+        self.stop_on, self.patience = stop_on, int(patience)
+        self.best_loss = math.inf
+        self.best_top1, self.best_epoch, self.bad = -math.inf, 0, 0
+
+    def update(self, epoch: int, val_loss: float, val_top1: float) -> bool:
+        """Record an epoch; True when training should stop."""
+        improved_top1 = val_top1 > self.best_top1
+        if improved_top1:
+            self.best_top1, self.best_epoch = val_top1, int(epoch)
+        if self.stop_on == "val_loss":
+            if val_loss > self.best_loss:
+                self.bad += 1
+            else:
+                self.best_loss, self.bad = val_loss, 0
+        else:
+            self.bad = 0 if improved_top1 else self.bad + 1
+        return self.bad >= self.patience
+
+
+def _train_early_stopping(run: _Run, val: Iterable, show_progress: bool
                           ) -> tuple[list[dict[str, Any]], float, int]:
-    """Step 1: train ``run`` epoch by epoch, measuring validation top-1 after each, until it has
-    not improved for ``patience`` epochs (or ``run.epochs`` ran). Returns the history rows, the
+    """Step 1: train ``run`` epoch by epoch, measuring validation loss and top-1 after each,
+    until :class:`EarlyStopping` stops it (or ``run.epochs`` ran). Returns the history rows, the
     best validation top-1 and its epoch."""
     history: list[dict[str, Any]] = []
-    best_val, best_epoch, bad = -math.inf, 0, 0
+    stopper = EarlyStopping(run.s.stop_on, run.s.patience)
     with progress(run.total, "finetune step 1", show_progress) as bar:
         for epoch in range(1, run.epochs + 1):
             row = run.epoch(bar)
             t = time.perf_counter()
-            val_top1 = accuracy(run.net, val, run.device, run.logits_fn)
+            val_loss, val_top1 = loss_and_accuracy(run.net, val, run.device, run.loss_fn, run.logits_fn)
             row["seconds"] += time.perf_counter() - t
-            history.append({"step": 1, "epoch": epoch, **row, "val_top1": val_top1})
-            if val_top1 > best_val:
-                best_val, best_epoch, bad = val_top1, epoch, 0
-            else:
-                bad += 1
-            bar.set_postfix(val=f"{val_top1:.1f}", best=f"{best_val:.1f}@{best_epoch}")
-            if bad >= patience:
+            history.append({"step": 1, "epoch": epoch, **row, "val_loss": val_loss, "val_top1": val_top1})
+            stop = stopper.update(epoch, val_loss, val_top1)
+            bar.set_postfix(val=f"{val_top1:.1f}", best=f"{stopper.best_top1:.1f}@{stopper.best_epoch}")
+            if stop:
                 break
-    return history, best_val, best_epoch
+    return history, stopper.best_top1, stopper.best_epoch
 
 
 def _measure_final(net: nn.Module, test: Iterable, r: int, device: torch.device,
@@ -372,6 +445,10 @@ def finetune(
         net = extract_fn(supernet, arch)
         if net is supernet:
             raise RuntimeError("extract_fn returned the super-network itself")
+        if s.dropout is not None:  # the thesis extracts with dropout_rate 0
+            for m in net.modules():
+                if isinstance(m, nn.Dropout):
+                    m.p = s.dropout
         net.to(device, memory_format=torch.channels_last)  # faster convolutions, same values
         recalibrate_bn(net, calib, device)
         return net
@@ -383,7 +460,7 @@ def finetune(
     show_progress = show_progress and world.writer
     run = _Run(net, _train_loader(splits.train, s, step_seed(seed, 1)), s.max_epochs, s, device, loss_fn,
                logits_fn, world)
-    history, best_val, best_epoch = _train_early_stopping(run, val, s.patience, show_progress)
+    history, best_val, best_epoch = _train_early_stopping(run, val, show_progress)
     epochs_run = len(history)
     best_epochs = max(1, best_epoch)
     del net, run
@@ -394,7 +471,7 @@ def finetune(
     run = _Run(net, _train_loader(splits.trainval, s, step_seed(seed, 2)), best_epochs, s, device,
                loss_fn, logits_fn, world)
     with progress(run.total, "finetune step 2", show_progress) as bar:
-        history += [{"step": 2, "epoch": epoch, **run.epoch(bar), "val_top1": None}
+        history += [{"step": 2, "epoch": epoch, **run.epoch(bar), "val_loss": None, "val_top1": None}
                     for epoch in range(1, best_epochs + 1)]
     top1_after, lat, params, macs = _measure_final(net, test, r, device, s, logits_fn)
     for row in history:
