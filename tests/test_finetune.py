@@ -13,14 +13,14 @@ from natv2.config import ConfigError, validate
 from natv2.data import DataSettings, build_splits
 from natv2.space import SearchSpace
 from natv2.supernet import build_supernet
+from natv2.train.early_stopping import EarlyStopping
 from natv2.train.finetune import (
     HISTORY_COLUMNS,
-    EarlyStopping,
     FinetuneResult,
     FinetuneSettings,
     finetune,
-    make_optimizer,
 )
+from natv2.train.optim import make_optimizer
 
 CFG = {"seed": 0, "data": {"name": "digits", "train_subset": 64, "batch_size": 32,
                            "calib_size": 32, "eval_batch_size": 512, "test_fraction": 0.1,

@@ -49,8 +49,8 @@ from natv2.progress import progress
 from natv2.seeds import epoch_seed, phase_seed
 from natv2.space import SearchSpace
 from natv2.supernet import load_checkpoint, read_extra, save_checkpoint
-from natv2.train.finetune import param_groups
 from natv2.train.losses import distillation_loss, ensemble_logits, exit_weighted_loss
+from natv2.train.optim import param_groups
 from natv2.train.phases import elastic_dims, phases_for, sample_phase_arch
 from natv2.train.schedule import cosine_lr
 

@@ -66,6 +66,8 @@ from natv2.measure import (
 from natv2.measure.latency import Latency, LatencySettings, measure_latency
 from natv2.progress import progress
 from natv2.seeds import step_seed
+from natv2.train.early_stopping import EarlyStopping
+from natv2.train.optim import make_optimizer
 from natv2.train.schedule import cosine_lr
 
 HISTORY_COLUMNS = ("step", "epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "seconds")
@@ -186,29 +188,6 @@ def make_loss_fn(label_smoothing: float, logits_fn: LogitsFn = logits_of) -> Los
         return F.cross_entropy(logits_fn(outputs), y, label_smoothing=label_smoothing)
 
     return loss_fn
-
-
-def param_groups(net: nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on BN parameters and biases (OFA's ``no_decay_keys='bn#bias'``)."""
-    decay, no_decay = [], []
-    for name, param in net.named_parameters():
-        if param.requires_grad:
-            (no_decay if param.ndim <= 1 or name.endswith(".bias") else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
-
-
-def make_optimizer(net: nn.Module, s: FinetuneSettings) -> torch.optim.Optimizer:
-    """SGD (``momentum``, ``nesterov``, ``weight_decay``) or AdamW (its own default weight decay,
-    as the thesis builds it); ``decay_all: false`` exempts BN parameters and biases."""
-    groups = ([p for p in net.parameters() if p.requires_grad] if s.decay_all
-              else param_groups(net, s.weight_decay))
-    if s.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=s.lr, momentum=s.momentum, nesterov=s.nesterov,
-                               weight_decay=s.weight_decay)
-    if s.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=s.lr)
-    raise ValueError(f"no optimizer {s.optimizer!r}")
 
 
 def eval_batches(dataset, batch_size: int, num_workers: int, seed: int) -> Iterable:
@@ -337,38 +316,6 @@ def check_settings(settings: Any) -> FinetuneSettings:
         raise TypeError(f"fine-tuning takes FinetuneSettings (FinetuneSettings.from_config(cfg)), "
                         f"not {type(settings).__name__}")
     return settings
-
-
-class EarlyStopping:
-    """When step 1 stops, and which epoch step 2 trains for.
-
-    ``stop_on="val_loss"``: the thesis' ``LossEarlyStoppingMeter`` (a loss above the best so far
-    counts one bad epoch, any other resets the count and becomes the best); ``"val_top1"``: a
-    top-1 not above the best so far counts one bad epoch. Stop when ``patience`` bad epochs are
-    counted in a row. ``best_epoch`` is always that of the best validation top-1 (strictly higher
-    wins: the earliest of equals), as the thesis' ``train`` returns it.
-    """
-
-    def __init__(self, stop_on: str, patience: int) -> None:
-        if stop_on not in ("val_loss", "val_top1"):
-            raise ValueError(f"stop_on {stop_on!r}; valid: val_loss, val_top1")
-        self.stop_on, self.patience = stop_on, int(patience)
-        self.best_loss = math.inf
-        self.best_top1, self.best_epoch, self.bad = -math.inf, 0, 0
-
-    def update(self, epoch: int, val_loss: float, val_top1: float) -> bool:
-        """Record an epoch; True when training should stop."""
-        improved_top1 = val_top1 > self.best_top1
-        if improved_top1:
-            self.best_top1, self.best_epoch = val_top1, int(epoch)
-        if self.stop_on == "val_loss":
-            if val_loss > self.best_loss:
-                self.bad += 1
-            else:
-                self.best_loss, self.bad = val_loss, 0
-        else:
-            self.bad = 0 if improved_top1 else self.bad + 1
-        return self.bad >= self.patience
 
 
 def _train_early_stopping(run: _Run, val: Iterable, show_progress: bool
