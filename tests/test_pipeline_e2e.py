@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -145,6 +146,40 @@ def test_logs_hold_plain_progress_lines(smk_project):
         assert "\r" not in log.read_text(), log.name
     supernet = (smk_project / "logs/supernet.log").read_text()
     assert re.search(r"^supernet \w+: (\d+)/\1 \(100%\) \[", supernet, re.M), supernet[-2000:]
+
+
+def test_two_widths_search_the_w_gene_end_to_end(tmp_path):
+    """supernet.width_mult [1.0, 1.2] (issue 12 point 2): EPS trains one super-network per width,
+    the archive's bounds are the thesis' lb (w1.0 smallest) and ub (w1.2 largest), the search
+    proposes both widths and each fine-tuned network is extracted at its own width."""
+    project = project_copy(tmp_path / "w2")
+    cfg = yaml.safe_load((project / CONFIG).read_text())
+    cfg["supernet"]["width_mult"] = [1.0, 1.2]
+    cfg["supernet"]["train"]["phases"] = {"full": {"epochs": 1, "lr": 0.05}, "kernel": {"epochs": 1, "lr": 0.03},
+                                          "net_depth": {"epochs": 0}, "depth": {"epochs": 0},
+                                          "expand": {"epochs": 0}}
+    (project / "config/w2.yaml").write_text(yaml.safe_dump(cfg))
+    run([str(BIN / "snakemake"), "--cores", "2", "--configfile", "config/w2.yaml"], project)
+    res = project / "results"
+    info = json.loads((res / "supernet/supernet.json").read_text())
+    assert info["width_mult"] == [1.0, 1.2] and info["source"] == [{"kind": "train"}] * 2
+    assert [(p["name"], p["width"]) for p in info["phases"]] == [
+        ("full", 1.0), ("kernel", 1.0), ("full", 1.2), ("kernel", 1.2)]
+    assert all(len(p["val_top1_exits"]["20"]["per_exit"]) == 5 for p in info["phases"] if p["name"] == "full")
+    assert set(info["val_top1"]["widths"]) == {"1.0", "1.2"}
+    assert info["val_top1"]["largest"] == info["val_top1"]["widths"]["1.2"]["largest"]
+    assert info["val_top1"]["smallest"] == info["val_top1"]["widths"]["1.0"]["smallest"]
+    initial = pd.read_csv(res / "search/round_00/evaluated.csv", dtype={"arch": str})
+    bounds = initial[initial["origin"] == "bound"].sort_values("params")
+    assert bounds["w"].tolist() == [1.0, 1.2]
+    evaluated = pd.concat([initial, *(pd.read_csv(f, dtype={"arch": str})
+                                      for f in sorted(res.glob("search/round_*/candidates.csv")))])
+    assert set(evaluated["w"]) == {1.0, 1.2} == set(evaluated.loc[evaluated["origin"] != "bound", "w"])
+    assert all(w == [1.0, 1.2][int(a[2])] for a, w in zip(evaluated["arch"], evaluated["w"], strict=True))
+    for n in range(3):  # the encoding's third digit is the w gene
+        arch = json.loads((res / f"finetune/rank_{n}/arch.json").read_text())
+        if json.loads((res / f"finetune/rank_{n}/metrics.json").read_text()).get("used", True):
+            assert arch["width_mult"] == [1.0, 1.2][int(arch["encoding"][2])]
 
 
 def test_second_run_has_nothing_to_do(smk_project):

@@ -264,7 +264,7 @@ def test_bounds_smallest_largest(family):
     small, large = space.smallest(), space.largest()
     assert (small.resolution, small.width, small.d) == (192, 1.0, (2,) * 5)
     assert set(small.ks) == {3} and set(small.e) == {3}
-    assert (large.resolution, large.width, large.d) == (256, 1.0, (4,) * 5)
+    assert (large.resolution, large.width, large.d) == (256, 1.2, (4,) * 5)  # the thesis ub: the widest width
     assert set(large.ks) == {7} and set(large.e) == {6}
     assert small.nd == (1 if space.has_nd else None) and large.nd == (5 if space.has_nd else None)
     if space.has_nw:

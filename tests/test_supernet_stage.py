@@ -160,6 +160,43 @@ def test_file_source_with_another_head_gets_the_warm_up(tmp_path, ofa_layout):
     assert files_under(tmp_path / "cache") == []  # a file source is not copied into the cache
 
 
+def test_two_widths_from_one_file_each_get_the_thesis_warm_up(tmp_path):
+    """run_nat_warmup.py: phase 1 the w1.0 largest, phase 2 the w1.2 largest, phase 3 both widths
+    sampled together with the w1.2 largest as teacher; then one file holds both widths."""
+    srcs = [checkpoint_bytes(tmp_path / "src", f"w{w}.pt", "SE_B", width=w, n_classes=7, seed=i, **SMALL)
+            for i, w in enumerate((1.0, 1.2))]
+    cfg = validate(make_config(tmp_path, width_mult=[1.0, 1.2], source=[{"file": str(p)} for p, _ in srcs],
+                               warmup={"largest_epochs": 1, "supernet_epochs": 1, "subnets_per_step": 2}, **SMALL))
+    info = run_supernet(cfg, show_progress=False)
+    assert info["width_mult"] == [1.0, 1.2] and info["n_classes"] == 10
+    assert info["source"] == [{"kind": "file", "file": str(p)} for p, _ in srcs]
+    assert info["sha256"] == [sha256_bytes(p.read_bytes()) for p, _ in srcs]
+    assert [(p["name"], p.get("width")) for p in info["phases"]] == [
+        ("warmup_largest", 1.0), ("warmup_largest", 1.2), ("warmup_supernet", None)]
+    assert set(info["val_top1"]["widths"]) == {"1.0", "1.2"}
+    out = tmp_path / "results" / "supernet" / "supernet.pt"
+    net = load_supernet(out)
+    assert type(net).__name__ == "WidthSuperNets" and net.widths == (1.0, 1.2) and net.n_classes == 10
+    # both widths were trained (their weights moved away from the sources')
+    for trained, (_, source) in zip(net.nets, srcs, strict=True):
+        key = "blocks.1.conv.depth_conv.conv.conv.weight"
+        assert not torch.equal(trained.state_dict()[key], source.state_dict()[key])
+
+    # the result, one file of both widths, is a source of both widths (all tensors, no warm-up)
+    again = make_config(tmp_path / "again", width_mult=[1.0, 1.2], source={"file": str(out)}, **SMALL)
+    info2 = run_supernet(validate(again), show_progress=False)
+    assert info2["load"] == {"loaded": "all tensors"} and info2["phases"] == []
+    assert info2["val_top1"] == info["val_top1"]
+
+
+def test_one_single_width_file_for_two_widths_is_refused(tmp_path, capsys):
+    path, _ = checkpoint_bytes(tmp_path / "src", "w10.pt", "SE_B", **SMALL)
+    rc, err = run_cli(tmp_path, capsys, width_mult=[1.0, 1.2], source={"file": str(path)}, **SMALL)
+    assert_clean_failure(tmp_path, rc, err, "width_mult=1.0", "width_mult=[1.0, 1.2]")
+    rc, err = run_cli(tmp_path, capsys, width_mult=[1.0, 1.2], source=[{"file": str(path)}], **SMALL)
+    assert_clean_failure(tmp_path, rc, err, "1 sources for the 2 widths", "one source per width")
+
+
 def test_ofa_layout_se_b_checkpoint_warm_starts_an_ee_b_supernet(tmp_path, ofa_layout):
     path, ofa = ofa_layout
     cfg = validate(make_config(tmp_path, family="EE_B", source={"file": str(path)}))

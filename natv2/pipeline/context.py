@@ -12,15 +12,17 @@ import torch
 
 from natv2.measure import resolve_device
 from natv2.space import SearchSpace
+from natv2.supernet.widths import width_list
 
 
 def space_from_config(cfg: Mapping[str, Any]) -> SearchSpace:
-    """The search space of the configured super-network (one width: one super-network per width)."""
+    """The search space of the configured super-network(s): ``w`` ranges over
+    ``supernet.width_mult`` (one super-network per width)."""
     sn = cfg["supernet"]
     return SearchSpace(
         family=sn["family"],
         resolutions=sorted(cfg["space"]["resolutions"]),
-        widths=[float(sn["width_mult"])],
+        widths=sorted(width_list(sn["width_mult"])),
         ks_list=tuple(sorted(sn["ks_list"])),
         expand_list=tuple(sorted(sn["expand_list"])),
         depth_list=tuple(sorted(sn["depth_list"])),

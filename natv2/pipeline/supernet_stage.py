@@ -13,6 +13,13 @@ Sources (``natv2.supernet.sources`` fetches, reads and loads them and decides on
 checkpoint trained on another label set gets NATv2's warm-up (here): a new classifier head, the
 largest network fine-tuned, then the whole super-network trained by uniform sub-network sampling
 with KD. An OFA MobileNetV3 checkpoint given to an OFAv2 family warm-starts every shared tensor.
+
+Several widths (``supernet.width_mult: [1.0, 1.2]``, the thesis' search): ``train`` runs EPS
+once per width (checkpoints under ``work/w<width>/``, records tagged ``width``); a checkpoint
+source is one natv2 file of all widths or a list of one source per width, and the warm-up
+trains each width's largest network, then both widths together (``natv2.train.warmup``).
+``supernet.pt`` then holds a ``WidthSuperNets``; ``val_top1`` gives the space's bounds (the
+narrowest width's smallest, the widest width's largest) and, under ``widths``, each width's.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import torch
 
 from natv2.data import DataSettings, build_splits, make_loader
 from natv2.distributed import World, check_batch, joined, rank0_first
+from natv2.errors import UserError
 from natv2.files import check_writable, write_json
 from natv2.layout import Layout
 from natv2.measure import Evaluator
@@ -33,8 +41,9 @@ from natv2.pipeline.context import setup_stage, space_from_config
 from natv2.pipeline.lock import stage_lock
 from natv2.records import open_set, record_files
 from natv2.space import SearchSpace
-from natv2.supernet import build_supernet, save_checkpoint
+from natv2.supernet import SuperNet, WidthSuperNets, build_supernet, save_checkpoint
 from natv2.supernet.sources import fit_head, open_source
+from natv2.supernet.widths import width_list
 from natv2.train.aep import exit_accuracies
 from natv2.train.eps import TrainSettings, WarmupSettings, train_supernet
 from natv2.train.warmup import warm_up
@@ -81,12 +90,19 @@ def exit_validation(net, space: SearchSpace, evaluator: Evaluator, ensemble_weig
     return {"val_top1_exits": rows}
 
 
-def validation_top1(net, space: SearchSpace, splits, device) -> dict[str, float]:
+def validation_top1(net, space: SearchSpace, splits, device) -> dict[str, Any]:
+    """Validation top-1 of the space's largest and smallest networks (the thesis' ``ub`` and
+    ``lb``); with several widths also ``widths``: both of every width's super-network."""
     evaluator = Evaluator(net, splits, device, space.resolutions, encoder=space)
-    return {
+    out: dict[str, Any] = {
         "largest": evaluator(space.largest())["top1"],
         "smallest": evaluator(space.smallest())["top1"],
     }
+    if len(space.widths) > 1:
+        out["widths"] = {str(w): {"largest": evaluator(space.at_width(w).largest())["top1"],
+                                  "smallest": evaluator(space.at_width(w).smallest())["top1"]}
+                         for w in space.widths}
+    return out
 
 
 def run_supernet(cfg: Mapping[str, Any], show_progress: bool = True) -> dict:
@@ -102,35 +118,63 @@ def run_supernet(cfg: Mapping[str, Any], show_progress: bool = True) -> dict:
         return _run_supernet(cfg, show_progress and world.writer, world, device)
 
 
+def width_sources(source: Any, widths: list[float]) -> list[tuple[Any, Any]]:
+    """``(source, width_mult)`` pairs to open: ``train`` once per width, a list one per width (in
+    width order), or one checkpoint that holds every width (a natv2 file of several widths)."""
+    if source == "train":
+        return [("train", w) for w in widths]
+    if not isinstance(source, list):
+        return [(source, widths if len(widths) > 1 else widths[0])]
+    if len(source) != len(widths):
+        raise UserError(f"supernet.source: {len(source)} sources for the {len(widths)} widths "
+                        f"{widths}; give train, one checkpoint of all widths or a list of one "
+                        f"source per width, in that order")
+    return list(zip(source, widths, strict=True))
+
+
 def _run_supernet(cfg: Mapping[str, Any], show_progress: bool, world: World, device: torch.device
                   ) -> dict:
     start = time.perf_counter()
     sn = cfg["supernet"]
     layout = Layout.from_config(cfg)
     space = space_from_config(cfg)
+    widths = width_list(sn["width_mult"])
+    several = len(widths) > 1
     data, train = DataSettings.from_config(cfg), TrainSettings.from_config(cfg)
     check_batch(world, data.batch_size)
-    # fetch, verify and load the source before any data or training work
-    source = rank0_first(world, lambda: open_source(sn["source"], sn["cache_dir"], family_kwargs(cfg),
-                                                    show_progress))
-    net = source.net
+    build = family_kwargs(cfg)
+    # fetch, verify and load the sources before any data or training work
+    opened = rank0_first(world, lambda: [
+        open_source(src, sn["cache_dir"], {**build, "width_mult": w}, show_progress)
+        for src, w in width_sources(sn["source"], widths)])
     splits = rank0_first(world, lambda: build_splits(data, resolution=max(space.resolutions)))
     loader = epoch_loader(splits.train, data.batch_size, data.num_workers)
 
     def after_phase(phase: str, trained) -> dict:
         if phase != "full":
             return {}
-        evaluator = Evaluator(trained, splits, device, space.resolutions, encoder=space)
-        return exit_validation(trained, space, evaluator, train.ensemble_weights)
+        own = space.at_width(trained.width_mult) if isinstance(trained, SuperNet) else space
+        evaluator = Evaluator(trained, splits, device, own.resolutions, encoder=own)
+        return exit_validation(trained, own, evaluator, train.ensemble_weights)
 
-    if net is None:
-        net = build_supernet(**family_kwargs(cfg), n_classes=splits.n_classes)
-        phases = train_supernet(net, space, loader, train, device, layout.supernet_work,
-                                show_progress=show_progress, fingerprint=data_fingerprint(data, splits),
-                                world=world, after_phase=after_phase)
+    if any(o.net is None for o in opened):
+        # EPS from scratch, each width's super-network on its own (the thesis trains one OFA
+        # super-network per width, OFA_mbv3_extended's run scripts take the width as argument)
+        nets, phases = [], []
+        for w in widths:
+            net = build_supernet(**{**build, "width_mult": w}, n_classes=splits.n_classes)
+            records = train_supernet(
+                net, space.at_width(w), loader, train, device,
+                layout.supernet_work / f"w{w}" if several else layout.supernet_work,
+                show_progress=show_progress, fingerprint=data_fingerprint(data, splits),
+                world=world, after_phase=after_phase)
+            phases += [{**r, "width": w} for r in records] if several else records
+            nets.append(net)
     else:
+        nets, phases = [o.net for o in opened], []
+    net = WidthSuperNets(nets) if len(nets) > 1 else nets[0]
+    if all(o.net is not None for o in opened):
         net.to(device)
-        phases = []
         if fit_head(net, splits.n_classes):
             net.to(device)
             phases = warm_up(net, space, loader, train, WarmupSettings.from_config(cfg), device,
@@ -138,13 +182,16 @@ def _run_supernet(cfg: Mapping[str, Any], show_progress: bool, world: World, dev
     net.eval()
     if not world.writer:
         return {}
+    def per_width(values: list) -> Any:
+        return values if len(values) > 1 else values[0]
+
     info = {
         "family": sn["family"],
-        "width_mult": float(sn["width_mult"]),
+        "width_mult": per_width(widths),
         "n_classes": splits.n_classes,
-        "source": source.info,
-        "sha256": source.sha256,
-        "load": source.load,
+        "source": per_width([o.info for o in opened]),
+        "sha256": per_width([o.sha256 for o in opened]),
+        "load": per_width([o.load for o in opened]),
         "phases": phases,
         "val_top1": validation_top1(net, space, splits, device),
         "dataset": data.name,

@@ -2,10 +2,12 @@
 
 See :mod:`natv2.space.encoding` for the vector and string layout. A search space has one family
 and fixed choice lists; ``xl``/``xu`` are the integer bounds pymoo needs. Width is a variable
-(``w`` indexes ``widths``) as in NAT, but each width needs its own super-network: keep
-``widths`` to the one the super-network was trained with unless you have one per width.
-:meth:`SearchSpace.smallest` and :meth:`SearchSpace.largest` both use width index 0 for that
-reason.
+(``w`` indexes ``widths``) as in NAT; each width has its own super-network
+(:class:`natv2.supernet.WidthSuperNets`). :meth:`SearchSpace.smallest` and
+:meth:`SearchSpace.largest` are the thesis' ``lb`` and ``ub``
+(``NAT_extended/search/search_spaces/ea_ofa_search_spaces.py``: ``w`` index 0 in ``lb``,
+``len(width_mult_list) - 1`` in ``ub``): the narrowest width's smallest network and the widest
+width's largest.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -34,7 +36,6 @@ from natv2.space.arch import (
 )
 from natv2.space.encoding import (
     ND_INDEX,
-    W_INDEX,
     arch_to_vector,
     as_matrix,
     as_vector,
@@ -292,14 +293,20 @@ class SearchSpace:
         return [self.from_vector(v) for v in self.sample_vectors(n, seed, method, repair)]
 
     def smallest(self) -> Arch:
-        """Every variable at its minimum: min r, width index 0, min depth, k/e min, nd 1, nw 1."""
+        """Every variable at its minimum (the thesis' ``lb``): min r, the narrowest width, min
+        depth, k/e min, nd 1, nw 1."""
         return self.from_vector(self.xl)
 
     def largest(self) -> Arch:
-        """Max r, every slot at its max code (max depth, k/e max, nw 7), nd 5; width index 0."""
-        vec = self.xu
-        vec[W_INDEX] = 0
-        return self.from_vector(vec)
+        """Every variable at its maximum (the thesis' ``ub``): max r, the widest width, every
+        slot at its max code (max depth, k/e max, nw 7), nd 5."""
+        return self.from_vector(self.xu)
+
+    def at_width(self, width: float) -> SearchSpace:
+        """This space with ``widths`` reduced to ``width`` (one width's super-network)."""
+        if not any(abs(float(width) - w) <= 1e-9 for w in self.widths):
+            raise SpaceError(f"width {width} is not one of {list(self.widths)}")
+        return replace(self, widths=(float(width),))
 
     # ------------------------------------------------------------------------- features
     def features(self, items: Any, kind: str = "integer") -> np.ndarray:

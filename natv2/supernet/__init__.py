@@ -44,6 +44,7 @@ from .families import (
 from .ofa_mbv3 import SuperNet
 from .static import StaticNet, build_static
 from .warm_start import warm_start_from_ofa
+from .widths import WidthSuperNets
 
 __all__ = [
     "FAMILIES",
@@ -53,6 +54,7 @@ __all__ = [
     "WIDTH_MULTS",
     "StaticNet",
     "SuperNet",
+    "WidthSuperNets",
     "build_static",
     "build_supernet",
     "check_family",

@@ -40,6 +40,7 @@ from natv2.files import atomic_write, first_line, without_timings
 
 from .ofa_mbv3 import SuperNet
 from .static import STATIC_FORMAT, StaticNet, build_static
+from .widths import WidthSuperNets
 
 SUPERNET_FORMAT = "natv2-supernet"
 FORMAT_VERSION = 1
@@ -129,7 +130,7 @@ def _read(source: str | os.PathLike | Mapping) -> Mapping:
 def _state_dict_of(payload: Mapping, net: nn.Module) -> Mapping[str, Any]:
     fmt = payload.get("format")
     if fmt in (SUPERNET_FORMAT, STATIC_FORMAT):
-        want = SUPERNET_FORMAT if isinstance(net, SuperNet) else STATIC_FORMAT
+        want = SUPERNET_FORMAT if isinstance(net, SuperNet | WidthSuperNets) else STATIC_FORMAT
         if fmt != want:
             raise UserError(f"checkpoint format is {fmt!r} but the network needs {want!r}")
         if fmt == SUPERNET_FORMAT:
@@ -282,13 +283,14 @@ def _check_plain(value: Any, where: str) -> None:
 def save_checkpoint(net: nn.Module, path: str | os.PathLike, extra: Any = None) -> Path:
     """Write ``{"format", "version", "config", "state_dict", "extra"}`` atomically (temp file in
     the same folder, then ``os.replace``). Works for a ``SuperNet`` (format ``natv2-supernet``)
-    and a ``StaticNet`` (format ``natv2-static``). Returns the path.
+    (or a ``WidthSuperNets``, one file for all its widths) and a ``StaticNet`` (format
+    ``natv2-static``). Returns the path.
 
     The bytes depend only on the weights, config and ``extra`` without its wall times
     (``seconds`` keys are dropped; they belong in the stage's JSON): a rerun that computes the
     same weights writes the same file, so every cache keyed by its sha256 stays valid."""
     _check_plain(extra, "extra")
-    fmt = SUPERNET_FORMAT if isinstance(net, SuperNet) else STATIC_FORMAT
+    fmt = SUPERNET_FORMAT if isinstance(net, SuperNet | WidthSuperNets) else STATIC_FORMAT
     if fmt == STATIC_FORMAT and not isinstance(net, StaticNet):
         raise TypeError(f"cannot save a {type(net).__name__}; expected SuperNet or StaticNet")
     payload = {
@@ -314,9 +316,10 @@ def read_extra(path: str | os.PathLike) -> Any:
                                                               STATIC_FORMAT) else None
 
 
-def load_supernet(path: str | os.PathLike | Mapping) -> SuperNet:
+def load_supernet(path: str | os.PathLike | Mapping) -> SuperNet | WidthSuperNets:
     """Build the super-network described by one of our ``natv2-supernet`` checkpoints and load
-    its weights (OFA's files carry no config: use ``build_supernet`` + ``load_checkpoint``)."""
+    its weights (OFA's files carry no config: use ``build_supernet`` + ``load_checkpoint``); a
+    file of several widths gives a ``WidthSuperNets``."""
     from .families import build_supernet
 
     payload = _read(path)

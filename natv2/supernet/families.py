@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from natv2.errors import UserError
 
 from .ofa_mbv3 import SuperNet
+from .widths import WidthSuperNets, width_list
 
 FAMILIES: tuple[str, ...] = ("SE_B", "SE_D", "SE_P", "SE_DP", "EE_B", "EE_D", "EE_P", "EE_DP")
 IMPLEMENTED_FAMILIES: tuple[str, ...] = FAMILIES
@@ -41,15 +42,28 @@ def check_family(family: str) -> str:
     return family
 
 
-def build_supernet(family: str = "SE_B", width_mult: float = 1.0, n_classes: int = 1000,
+def build_supernet(family: str = "SE_B", width_mult: float | Sequence[float] = 1.0,
+                   n_classes: int = 1000,
                    ks_list: Sequence[int] = (3, 5, 7), expand_list: Sequence[float] = (3, 4, 6),
                    depth_list: Sequence[int] = (2, 3, 4), dropout: float = 0.1,
-                   bn_momentum: float = 0.1, bn_eps: float = 1e-5) -> SuperNet:
+                   bn_momentum: float = 0.1, bn_eps: float = 1e-5) -> SuperNet | WidthSuperNets:
     """A freshly initialised super-network; ``build_supernet(**net.config())`` rebuilds ``net``.
 
-    Raises ``UserError`` (a ``ValueError``) for an unknown family or bad sizes.
+    ``width_mult`` a list of two or more widths: one super-network per width
+    (:class:`~natv2.supernet.widths.WidthSuperNets`, the thesis' two-width search); a
+    one-element list is that width's ``SuperNet``. Raises ``UserError`` (a ``ValueError``) for
+    an unknown family or bad sizes.
     """
     check_family(family)
+    if isinstance(width_mult, list | tuple):
+        widths = width_list(width_mult)
+        if len(set(widths)) != len(widths):
+            raise UserError(f"width_mult: repeated width in {widths}")
+        kwargs = {"family": family, "n_classes": n_classes, "ks_list": ks_list,
+                  "expand_list": expand_list, "depth_list": depth_list, "dropout": dropout,
+                  "bn_momentum": bn_momentum, "bn_eps": bn_eps}
+        nets = [build_supernet(width_mult=w, **kwargs) for w in widths]
+        return nets[0] if len(nets) == 1 else WidthSuperNets(nets)
     if not width_mult > 0:
         raise UserError(f"width_mult must be > 0, got {width_mult}")
     if int(n_classes) < 1:

@@ -162,6 +162,12 @@ def load_source_supernet(path: Path, build: Mapping[str, Any]) -> tuple[SuperNet
     if fmt == STATIC_FORMAT:
         raise UserError(f"checkpoint '{path}' holds an extracted sub-network ({STATIC_FORMAT}), "
                         f"not a super-network: supernet.source needs a super-network checkpoint")
+    several = isinstance(build["width_mult"], list | tuple)
+    if several and (fmt != SUPERNET_FORMAT
+                    or payload.get("config", {}).get("family") != build["family"]):
+        raise UserError(f"checkpoint '{path}' is not a natv2 {build['family']} super-network of "
+                        f"the widths {list(build['width_mult'])}: give supernet.source a list of "
+                        f"one checkpoint per width, in increasing width order")
     if fmt != SUPERNET_FORMAT:
         return _load_raw(path, raw_state_dict(payload), build)
     net = build_supernet(**build, n_classes=checkpoint_classes(payload))

@@ -48,7 +48,7 @@ from natv2.files import read_json, without_timings, write_json
 from natv2.progress import progress
 from natv2.seeds import epoch_seed, phase_seed
 from natv2.space import SearchSpace
-from natv2.supernet import load_checkpoint, read_extra, save_checkpoint
+from natv2.supernet import WidthSuperNets, load_checkpoint, read_extra, save_checkpoint
 from natv2.train.losses import distillation_loss, ensemble_logits, exit_weighted_loss
 from natv2.train.optim import param_groups
 from natv2.train.phases import elastic_dims, phases_for, sample_phase_arch
@@ -265,7 +265,17 @@ def train_phase(net: nn.Module, space: SearchSpace, loader: Callable[[int], obje
         def lr_at(epoch: int, step: int) -> float:
             return cosine_lr(settings.lr, step, total, warmup)
     kd_scale = 2.0 / (train.kd_ratio + 1.0) if rule.kd_mean else 1.0
-    clipped = [p for p in net.parameters() if p.requires_grad] if rule.grad_clip > 0 else None
+    clip = rule.grad_clip > 0
+    clip_sets: dict[int, list[nn.Parameter]] = {}
+
+    def clipped_for(arch) -> list[nn.Parameter]:
+        """What one sub-network's backward clips: its super-network's parameters (with several
+        widths the active width's, the thesis' ``GenSupernet.parameters()``)."""
+        owner = net.net_for(arch) if isinstance(net, WidthSuperNets) else net
+        if id(owner) not in clip_sets:
+            clip_sets[id(owner)] = [p for p in owner.parameters() if p.requires_grad]
+        return clip_sets[id(owner)]
+
     step = 0
     loss_sum = correct = seen = 0.0
     epoch_loss: list[float] = []
@@ -307,14 +317,14 @@ def train_phase(net: nn.Module, space: SearchSpace, loader: Callable[[int], obje
                         raise UserError(f"supernet {phase}: training loss is {value} at step {step + 1} "
                                         f"(epoch {epoch + 1}); nothing written for this phase; lower its "
                                         f"learning rate (now {settings.lr})")
-                    if clipped is None:
+                    if not clip:
                         (loss * share).backward()  # summed over ranks: the global batch's mean loss
                     else:
-                        _clipped_backward(loss * share, clipped, rule.grad_clip)
+                        _clipped_backward(loss * share, clipped_for(arch), rule.grad_clip)
                     loss_sum += value * len(y)
                     correct += float((logits.argmax(1) == y).sum())
                     seen += len(y)
-                if clipped is None:  # else summed with each sub-network's backward
+                if not clip:  # else summed with each sub-network's backward
                     sum_gradients(net.parameters())
                 optimizer.step()
                 step += 1

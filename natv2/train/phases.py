@@ -52,5 +52,8 @@ def sample_phase_arch(space: SearchSpace, elastic: frozenset[str], resolution: i
     d = pick("d", space.depth_list, 5)
     nd = pick("nd", range(1, 6)) if space.has_nd else None
     nw = pick("nw", range(1, 8), n) if space.has_nw else None
-    return Arch(family=space.family, resolution=int(resolution), width=float(space.widths[0]),
+    # several widths (one super-network each, trained together): the width drawn uniformly as
+    # the thesis' GenSupernet.sample_active_subnet does
+    width = space.widths[int(rng.integers(len(space.widths)))] if len(space.widths) > 1 else space.widths[0]
+    return Arch(family=space.family, resolution=int(resolution), width=float(width),
                 ks=ks, e=e, d=d, nd=nd, nw=nw)
