@@ -267,9 +267,12 @@ def test_bounds_smallest_largest(family):
     assert (large.resolution, large.width, large.d) == (256, 1.2, (4,) * 5)  # the thesis ub: the widest width
     assert set(large.ks) == {7} and set(large.e) == {6}
     assert small.nd == (1 if space.has_nd else None) and large.nd == (5 if space.has_nd else None)
-    if space.has_nw:
-        assert set(small.nw) == {1} and set(large.nw) == {7}
-    np.testing.assert_array_equal(space.to_vector(small), space.xl)
+    if space.has_nw:  # the thesis' lb: the transformation branch alone in every block
+        active = [s * 4 + j for s in range(5) for j in range(small.d[s])]
+        assert {small.nw[i] for i in active} == {NW_TRANSFORM} and set(large.nw) == {7}
+        assert space.encode(small)[3:5] == "28"  # 1 + 3 * 3 * (4 - 1), natv2's code of k3 e3 nw 4
+    else:
+        np.testing.assert_array_equal(space.to_vector(small), space.xl)
     assert family in repr(space) and "n_var" in repr(space)
     assert space == space_of(family) and hash(space) == hash(space_of(family))
 

@@ -28,6 +28,7 @@ from natv2.space.arch import (
     N_STAGES,
     ND_CHOICES,
     NW_CHOICES,
+    NW_TRANSFORM,
     Arch,
     SpaceError,
     check_family,
@@ -35,6 +36,7 @@ from natv2.space.arch import (
     has_nw,
 )
 from natv2.space.encoding import (
+    BLOCKS,
     ND_INDEX,
     arch_to_vector,
     as_matrix,
@@ -293,9 +295,15 @@ class SearchSpace:
         return [self.from_vector(v) for v in self.sample_vectors(n, seed, method, repair)]
 
     def smallest(self) -> Arch:
-        """Every variable at its minimum (the thesis' ``lb``): min r, the narrowest width, min
-        depth, k/e min, nd 1, nw 1."""
-        return self.from_vector(self.xl)
+        """The thesis' ``lb`` decoded: min r, the narrowest width, min depth, k/e min, nd 1; for
+        P families every block the transformation branch alone (the thesis' first branch code,
+        ``nw_num_to_act_dict[1]`` = (MBConv off, 1x1 off, transformation on) in
+        ``OFA_mbv3_extended/networks/nets/my_networks.py``; natv2's code 1 is MBConv alone)."""
+        vec = self.xl
+        if self.has_nw:
+            lowest = self.block_code(self.ks_list[0], self.expand_list[0], NW_TRANSFORM)
+            vec[BLOCKS] = np.where(vec[BLOCKS] > 0, lowest, 0)
+        return self.from_vector(vec)
 
     def largest(self) -> Arch:
         """Every variable at its maximum (the thesis' ``ub``): max r, the widest width, every
