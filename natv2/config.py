@@ -151,15 +151,23 @@ def check_semantics(cfg: Config) -> None:
     if len(targets) > finetune["slots"]:
         raise ConfigError(f"config key 'finetune.slots': {finetune['slots']} leaves no slot for some of the "
                           f"{len(targets)} targets; allowed: {len(targets)}..{search['n_doe']} (one slot per target)")
-    if isinstance(source, Mapping) and "pretrained" in source:
-        lo, hi = PRETRAINED_RESOLUTIONS
-        bad = [r for r in cfg["space"]["resolutions"] if not lo <= r <= hi]
-        if bad:
-            raise ConfigError(f"config key 'space.resolutions': {bad} outside the pretrained super-network's "
-                              f"range; allowed: {lo}..{hi} px")
-    if isinstance(source, Mapping) and "file" in source and not Path(source["file"]).expanduser().is_file():
-        raise ConfigError(f"config key 'supernet.source.file': '{source['file']}' does not exist; "
-                          "allowed: the path of a checkpoint file")
+    sources = source if isinstance(source, list) else [source]  # a list: one per width
+    for i, one in enumerate(sources):
+        key = f"supernet.source[{i}]" if isinstance(source, list) else "supernet.source"
+        if isinstance(one, Mapping) and "pretrained" in one:
+            lo, hi = PRETRAINED_RESOLUTIONS
+            bad = [r for r in cfg["space"]["resolutions"] if not lo <= r <= hi]
+            if bad:
+                raise ConfigError(f"config key 'space.resolutions': {bad} outside the pretrained super-network's "
+                                  f"range; allowed: {lo}..{hi} px")
+        if isinstance(one, Mapping) and "file" in one and not Path(one["file"]).expanduser().is_file():
+            raise ConfigError(f"config key '{key}.file': '{one['file']}' does not exist; "
+                              "allowed: the path of a checkpoint file")
+    widths = cfg["supernet"]["width_mult"]
+    n_widths = len(widths) if isinstance(widths, list) else 1
+    if isinstance(source, list) and len(source) != n_widths:
+        raise ConfigError(f"config key 'supernet.source': {len(source)} sources for the {n_widths} widths "
+                          f"{widths}; allowed: train, one checkpoint of all widths or one source per width")
 
 
 

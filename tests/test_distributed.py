@@ -169,7 +169,7 @@ def test_slurm_profile_asks_for_a_gpu_per_process(tmp_path):
     extra = tmp_path / "processes.yaml"
     extra.write_text("processes: 4\n")
     result = subprocess.run([str(BIN / "snakemake"), "-n", "-p", "--workflow-profile", "workflow/profiles/slurm",
-                             "--configfile", "config/cifar10.yaml", str(extra)], cwd=ROOT, env=ENV,
+                             "--configfile", "config/tiny-imagenet.yaml", str(extra)], cwd=ROOT, env=ENV,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     jobs = result.stdout.split("\n\n")
@@ -178,7 +178,7 @@ def test_slurm_profile_asks_for_a_gpu_per_process(tmp_path):
     assert "torchrun --standalone --nproc-per-node=4 -m natv2 supernet" in result.stdout
     init = next(j for j in jobs if "rule init_archive:" in j)
     assert "gpu=1" in init and "torchrun" not in init, init
-    local = subprocess.run([str(BIN / "snakemake"), "-n", "--cores", "64", "--configfile", "config/cifar10.yaml",
+    local = subprocess.run([str(BIN / "snakemake"), "-n", "--cores", "64", "--configfile", "config/tiny-imagenet.yaml",
                             str(extra)], cwd=ROOT, env=ENV, capture_output=True, text=True).stdout.split("\n\n")
     assert "threads: 32" in next(j for j in local if "rule supernet:" in j)  # 4 x threads: 8
     assert "threads: 8" in next(j for j in local if "rule init_archive:" in j)

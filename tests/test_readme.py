@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -62,12 +64,27 @@ def test_slurm_profile_dry_run():
     assert "slurm_account=myproject, slurm_partition=cpu" in result.stdout  # the override took
 
 
-@pytest.mark.parametrize("configfile", ["config/cifar10.yaml", "config/cifar100.yaml", "config/tiny-imagenet.yaml"])
-def test_paper_configs_validate_and_dry_run(configfile):
-    result = subprocess.run([str(BIN / "snakemake"), "-n", "--cores", "1", "--configfile", configfile], cwd=ROOT,
-                            capture_output=True, text=True)
+@pytest.mark.parametrize("configfile", ["config/cifar10.yaml", "config/cifar100.yaml", "config/tiny-imagenet.yaml",
+                                        "config/cifar10-ofa-imagenet.yaml"])
+def test_paper_configs_validate_and_dry_run(configfile, tmp_path):
+    """Each shipped GPU config dry-runs; the thesis' CIFAR configs once their source, the Tiny
+    ImageNet run's two-width super-network, exists (and not before: one line naming it)."""
+    project = tmp_path / "project"
+    for name in ("workflow", "config"):
+        shutil.copytree(ROOT / name, project / name, symlinks=False)
+    cfg = yaml.safe_load((project / configfile).read_text())
+    source = cfg["supernet"]["source"]
+    args = [str(BIN / "snakemake"), "-n", "--cores", "1", "--configfile", configfile]
+    if isinstance(source, dict) and "file" in source:
+        result = subprocess.run(args, cwd=project, capture_output=True, text=True)
+        assert result.returncode != 0 and f"'{source['file']}' does not exist" in result.stderr
+        upstream = project / source["file"]
+        upstream.parent.mkdir(parents=True)
+        upstream.write_bytes(b"")
+    result = subprocess.run(args, cwd=project, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "search_round" in result.stdout
+    assert cfg["supernet"]["width_mult"] == (1.0 if "ofa-imagenet" in configfile else [1.0, 1.2])
 
 
 def test_python_api_snippet_runs():
