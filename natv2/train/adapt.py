@@ -18,7 +18,8 @@ unrelated choices. The categorical estimate reproduces the best members' frequen
 and the add-one term keeps every value reachable with a weight that vanishes as ``top_n``
 grows. Variables are sampled independently, then repaired with the policy's repair
 (``push``/``fill``), so every sample is a valid architecture. A declared departure
-(``docs/DESIGN-NOTES.md``).
+(``docs/DESIGN-NOTES.md``); ``distribution: scipy_first_fit | scipy_best_fit`` fits the thesis'
+scipy distributions instead (:mod:`natv2.train.fitted_distributions`).
 
 **Training** (:class:`AdaptSettings`; the schema's defaults are the thesis' ``run_nat_new.py``
 ``assign_adaptation_arguments`` and ``SuperNetTrainer`` of ``NAT_extended/train/trainer.py``):
@@ -53,6 +54,7 @@ from natv2.distributed import SINGLE, World
 from natv2.search import archive_vectors, objectives, survive
 from natv2.space import Arch, SearchSpace
 from natv2.train.eps import PhaseSettings, StepRule, TrainSettings, make_teacher, train_phase
+from natv2.train.fitted_distributions import FittedDistributions
 from natv2.train.schedule import timm_cosine_epoch_lr
 
 
@@ -112,10 +114,15 @@ def best_members(df: pd.DataFrame, names: Sequence[str], top_n: int, seed: int =
 
 
 def fit_archive_distributions(space: SearchSpace, df: pd.DataFrame, names: Sequence[str],
-                              top_n: int, seed: int = 0) -> VariableDistributions:
-    """Distributions of the best ``top_n`` members of the archive ``df``."""
-    return VariableDistributions.fit(space, archive_vectors(space, best_members(df, names, top_n,
-                                                                                  seed)))
+                              top_n: int, seed: int = 0, kind: str = "categorical"
+                              ) -> VariableDistributions | FittedDistributions:
+    """Distributions of the best ``top_n`` members of the archive ``df``: ``categorical``
+    (:class:`VariableDistributions`) or the thesis' scipy fits (``scipy_first_fit`` /
+    ``scipy_best_fit``, :class:`natv2.train.fitted_distributions.FittedDistributions`)."""
+    vectors = archive_vectors(space, best_members(df, names, top_n, seed))
+    if kind == "categorical":
+        return VariableDistributions.fit(space, vectors)
+    return FittedDistributions.fit(space, vectors, kind)
 
 
 #: the resolutions of ``MyModRandomResizedCrop``'s continuous mode are multiples of this
@@ -153,6 +160,7 @@ class AdaptSettings:
     teacher: str
     resolution: str
     schedule: str
+    distribution: str
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> AdaptSettings:
@@ -220,7 +228,8 @@ def adapt_supernet(
     """
     start = time.perf_counter()
     epochs = adaptation.epochs
-    dist = fit_archive_distributions(space, archive_df, names, adaptation.top_n, seed)
+    dist = fit_archive_distributions(space, archive_df, names, adaptation.top_n, seed,
+                                     adaptation.distribution)
     if epochs <= 0:
         return {"name": "adapt", "epochs": 0, "seconds": 0.0, "top_n": dist.n_fitted}
     total = int(first_epoch) + epochs if total_epochs is None else int(total_epochs)
@@ -258,5 +267,7 @@ def adapt_supernet(
     net.eval()
     record["epoch_lr"] = epoch_lr
     record["top_n"] = dist.n_fitted
+    if isinstance(dist, FittedDistributions):
+        record["distributions"] = dist.describe()
     record["seconds"] = round(time.perf_counter() - start, 3)
     return record
