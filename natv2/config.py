@@ -165,6 +165,10 @@ def check_semantics(cfg: Config) -> None:
                               "allowed: the path of a checkpoint file")
     widths = cfg["supernet"]["width_mult"]
     n_widths = len(widths) if isinstance(widths, list) else 1
+    if n_widths > 1 and "latency" in search["objectives"] and cfg["latency"]["table"]:
+        raise ConfigError(f"config key 'latency.table': the latency lookup table holds one width's pieces, "
+                          f"supernet.width_mult is {widths}; allowed: latency.table false (measured "
+                          f"latency) or one width")
     if isinstance(source, list) and len(source) != n_widths:
         raise ConfigError(f"config key 'supernet.source': {len(source)} sources for the {n_widths} widths "
                           f"{widths}; allowed: train, one checkpoint of all widths or one source per width")

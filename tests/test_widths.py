@@ -144,3 +144,6 @@ def test_config_width_lists_and_per_width_sources():
         width_sources(files[:1], [1.0, 1.2])
     with pytest.raises(UserError, match="width_mult"):
         validate_config({"supernet": {"width_mult": [1.0, 1.1]}})
+    with pytest.raises(UserError, match="latency lookup table holds one width"):
+        validate_config({"supernet": {"width_mult": [1.0, 1.2]}, "search": {"objectives": ["latency"]},
+                         "latency": {"table": True}})
