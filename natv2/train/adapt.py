@@ -54,12 +54,12 @@ from natv2.distributed import SINGLE, World
 from natv2.search import archive_vectors, objectives, survive
 from natv2.space import Arch, SearchSpace
 from natv2.train.eps import PhaseSettings, StepRule, TrainSettings, make_teacher, train_phase
-from natv2.train.fitted_distributions import FittedDistributions
+from natv2.train.fitted_distributions import ArchSampler, FittedDistributions
 from natv2.train.schedule import timm_cosine_epoch_lr
 
 
 @dataclass(frozen=True)
-class VariableDistributions:
+class VariableDistributions(ArchSampler):
     """Independent smoothed categorical distributions, one per integer variable.
 
     ``probs[j][v - xl[j]]`` is the probability of value ``v`` of variable ``j``.
@@ -92,14 +92,6 @@ class VariableDistributions:
         for j, p in enumerate(self.probs):
             X[:, j] = self.xl[j] + rng.choice(len(p), size=int(n), p=p)
         return space.repair(X, method=repair)
-
-    def sample(self, rng: np.random.Generator, space: SearchSpace, repair: str = "fill",
-               resolution: int | None = None) -> Arch:
-        """One architecture; ``resolution`` (one of the space's) overrides the sampled ``r``."""
-        vec = self.sample_vectors(1, rng, space, repair)[0]
-        if resolution is not None:
-            vec[0] = space.resolutions.index(int(resolution))
-        return space.from_vector(vec)
 
     def sample_resolution(self, rng: np.random.Generator, space: SearchSpace) -> int:
         """A resolution (pixels) drawn from the fitted ``r`` distribution."""

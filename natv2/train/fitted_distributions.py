@@ -72,8 +72,24 @@ def fit_variable(values: np.ndarray, kind: str) -> tuple[str, tuple[float, ...]]
     return best[1], best[2]
 
 
+class ArchSampler:
+    """``sample``: one architecture from ``sample_vectors`` (the distributions' own)."""
+
+    def sample_vectors(self, n: int, rng: np.random.Generator, space: SearchSpace,
+                       repair: str = "fill") -> np.ndarray:
+        raise NotImplementedError
+
+    def sample(self, rng: np.random.Generator, space: SearchSpace, repair: str = "fill",
+               resolution: int | None = None) -> Arch:
+        """One architecture; ``resolution`` (one of the space's) overrides the sampled ``r``."""
+        vec = self.sample_vectors(1, rng, space, repair)[0]
+        if resolution is not None:
+            vec[0] = space.resolutions.index(int(resolution))
+        return space.from_vector(vec)
+
+
 @dataclass(frozen=True)
-class FittedDistributions:
+class FittedDistributions(ArchSampler):
     """One fitted scipy distribution per integer variable; the interface of
     :class:`natv2.train.adapt.VariableDistributions`."""
 
@@ -119,13 +135,6 @@ class FittedDistributions:
         for j in range(len(self.xl)):
             X[:, j] = self._draw(j, int(n), rng)
         return space.repair(X, method=repair)
-
-    def sample(self, rng: np.random.Generator, space: SearchSpace, repair: str = "fill",
-               resolution: int | None = None) -> Arch:
-        vec = self.sample_vectors(1, rng, space, repair)[0]
-        if resolution is not None:
-            vec[0] = space.resolutions.index(int(resolution))
-        return space.from_vector(vec)
 
     def sample_resolution(self, rng: np.random.Generator, space: SearchSpace) -> int:
         return int(space.resolutions[int(self._draw(0, 1, rng)[0])])
