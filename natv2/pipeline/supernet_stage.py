@@ -41,7 +41,7 @@ from natv2.pipeline.context import setup_stage, space_from_config
 from natv2.pipeline.lock import stage_lock
 from natv2.records import open_set, record_files
 from natv2.space import SearchSpace
-from natv2.supernet import SuperNet, WidthSuperNets, build_supernet, save_checkpoint
+from natv2.supernet import WidthSuperNets, build_supernet, save_checkpoint
 from natv2.supernet.sources import fit_head, open_source
 from natv2.supernet.widths import width_list
 from natv2.train.aep import exit_accuracies
@@ -153,7 +153,7 @@ def _run_supernet(cfg: Mapping[str, Any], show_progress: bool, world: World, dev
     def after_phase(phase: str, trained) -> dict:
         if phase != "full":
             return {}
-        own = space.at_width(trained.width_mult) if isinstance(trained, SuperNet) else space
+        own = space.at_width(trained.width_mult)  # each width's super-network on its own
         evaluator = Evaluator(trained, splits, device, own.resolutions, encoder=own)
         return exit_validation(trained, own, evaluator, train.ensemble_weights)
 

@@ -14,7 +14,7 @@ state dict keys are ``nets.<i>.<key of that width's super-network>``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -76,9 +76,6 @@ class WidthSuperNets(nn.Module):
     @property
     def width_mult(self) -> tuple[float, ...]:
         return self.widths
-
-    def __iter__(self) -> Iterator[SuperNet]:
-        return iter(self.nets)
 
     def net_for(self, arch: Any = None) -> SuperNet:
         """The super-network of ``arch``'s width (None or no width: the widest)."""

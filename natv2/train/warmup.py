@@ -32,11 +32,9 @@ def warm_up(net: torch.nn.Module, space: SearchSpace, loader: Callable[[int], ob
     several = isinstance(net, WidthSuperNets)
     # several widths: each width's largest network on its own first (run_nat_warmup.py phases 1
     # and 2), then all widths together (its phase 3, the widest largest network the teacher)
-    for one in (net.nets if several else [net]):
-        if warmup.largest.epochs <= 0:
-            break
-        own = space.at_width(one.width_mult) if several else space
-        rec = train_phase(one, own, loader, "full", warmup.largest, train, None, device,
+    first_step = (net.nets if several else [net]) if warmup.largest.epochs > 0 else []
+    for one in first_step:
+        rec = train_phase(one, space.at_width(one.width_mult), loader, "full", warmup.largest, train, None, device,
                           seed=warmup_seed(train.seed, "largest"), show_progress=show_progress, world=world,
                           exit_loss_weights=warmup.exit_loss_weights)
         if after_phase is not None:
