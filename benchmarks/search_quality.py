@@ -76,11 +76,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "schedule": "per_round", "teacher": "current", "resolution": "fitted", "nesterov": True,
         "decay_all": False, "grad_clip": 0.0, "label_smoothing": 0.1, "weight_decay": 3.0e-5,
         "ensemble_weights": [0.06, 0.13, 0.20, 0.27, 0.34], "dropout": 0.1}},
-    # the thesis' adaptation distributions (search.adaptation.distribution)
-    "natv2 with the thesis' scipy first fit": {"policy": "natv2", **_THESIS, "adaptation": {
-        "distribution": "scipy_first_fit"}},
-    "natv2 with the thesis' scipy best fit": {"policy": "natv2", **_THESIS, "adaptation": {
+    # the adaptation distributions (search.adaptation.distribution; natv2 = the thesis' first fit)
+    "natv2 with the scipy best fit": {"policy": "natv2", **_THESIS, "adaptation": {
         "distribution": "scipy_best_fit"}},
+    "natv2 with categorical adaptation": {"policy": "natv2", **_THESIS, "adaptation": {
+        "distribution": "categorical"}},
     "nat with adaptive switching (NAT paper)": {"policy": "nat", **_THESIS, "predictor": "as",
                                                 "features": "integer"},
 }

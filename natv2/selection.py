@@ -7,14 +7,23 @@ pymoo's decision making. The fine-tune stage has a fixed number of rank slots (a
 1. the archive is deduplicated by encoding (the last row of an encoding wins: the latest
    evaluation);
 2. the non-dominated rows for ``objectives`` (``top1`` maximised, the others minimised);
-3. ``n_high_tradeoff`` rows with the largest trade-off measure ``mu`` of pymoo's
-   ``HighTradeoffPoints`` (least improvement per unit of deterioration towards any neighbour,
-   neighbours within 0.125 in the min-max normalised objective space of the whole archive).
-   pymoo's own decision returns only the statistical outliers of ``mu`` (possibly none); like
-   NAT's ``HighTradeoffPoints(n_survive=...)`` we take the ``n`` largest finite ``mu``
-   (pymoo's outliers come first, since they are the largest);
+3. ``n_high_tradeoff`` high trade-off rows, by ``tradeoff``:
+
+   - ``thesis`` (default): the thesis' ``HighTradeoffPoints(n_survive=n).do(nd_F)``
+     (``NAT_extended/search/algorithms/utils.py``, called at the end of ``msunas.py``
+     ``MSuNAS.search``) on the **non-dominated front** in the thesis' raw units (top-1 error in
+     %, params and MACs in millions as ``ofa_evaluator.py`` ``_calc_params`` / ``_calc_flops``
+     record them, latency in ms): the trade-off measure ``mu`` (least improvement per unit of
+     deterioration towards a neighbour; pymoo's ``NeighborFinder``, neighbours within 0.125 raw
+     units, at least 2 x the number of objectives), the ``n`` largest by ``np.argsort`` (a NaN
+     ``mu`` sorts as the largest). The points are on the front, so they only decide which front
+     rows keep a slot when the front is larger than the slots (step 4). Ties of ``mu`` go by
+     the (params, encoding) order (the thesis: its archive order, with a non-stable sort);
+   - ``normalised`` (natv2's former rule): pymoo's measure over the **whole archive**, min-max
+     normalised, pymoo's statistical outliers first, then the other rows by decreasing finite
+     ``mu`` (these may be dominated rows, added to the front);
 4. if the union is larger than ``slots``: keep the most accurate, then the high trade-off
-   points (they were asked for explicitly), then fill the remaining slots by greedy
+   points (largest ``mu`` first; they were asked for explicitly), then fill the remaining slots by greedy
    farthest-point selection on min-max normalised ``params`` (an even spread along the model
    size); if smaller, the remaining slots are ``None``;
 5. the kept encodings are ordered by ``params`` ascending, ties by encoding.
@@ -49,8 +58,15 @@ from natv2.search.archive import objectives as objective_matrix
 from natv2.search.survival import pareto_front_mask
 from natv2.targets import Target
 
-__all__ = ["SlotChoice", "choose_for_target", "high_tradeoff_points", "select_for_finetune",
-           "select_slots", "tradeoff_measure"]
+__all__ = ["THESIS_UNITS", "TRADEOFF_RULES", "SlotChoice", "choose_for_target",
+           "high_tradeoff_points", "select_for_finetune", "select_slots",
+           "thesis_high_tradeoff_points", "tradeoff_measure"]
+
+#: the units the thesis' evaluator records the cost objectives in (``ofa_evaluator.py``:
+#: ``_calc_params`` and ``_calc_flops`` divide by 1e6), per natv2 objective name
+THESIS_UNITS = {"params": 1e-6, "macs": 1e-6}
+#: ``finetune.tradeoff`` values, the thesis' first
+TRADEOFF_RULES = ("thesis", "normalised")
 
 
 def _normalise(F: np.ndarray) -> np.ndarray:
@@ -99,6 +115,22 @@ def high_tradeoff_points(F: np.ndarray, n: int, tie_key: Sequence | None = None)
     return ranked[:n]
 
 
+def thesis_high_tradeoff_points(F: np.ndarray, n: int) -> list[int]:
+    """The thesis' ``HighTradeoffPoints(n_survive=n).do(F)``: indices of the ``n`` largest
+    trade-off measures of the rows of ``F`` (minimised objectives, used as given), largest
+    first, a NaN measure counted as the largest (``np.argsort``'s order); ties by row order."""
+    F = np.asarray(F, dtype=float)
+    if n <= 0 or F.ndim != 2 or len(F) == 0:
+        return []
+    picked = np.argsort(tradeoff_measure(F), kind="stable")[-int(n):]
+    return [int(i) for i in picked[::-1]]
+
+
+def _thesis_units(F: np.ndarray, objectives: Sequence[str]) -> np.ndarray:
+    scale = np.array([THESIS_UNITS.get(name, 1.0) for name in objectives])
+    return F * scale
+
+
 def _spread(params: np.ndarray, keep: list[int], k: int, order: list[int]) -> list[int]:
     """Greedy farthest-point choice of ``k`` more rows along normalised ``params``."""
     span = params.max() - params.min()
@@ -120,6 +152,7 @@ def select_for_finetune(
     slots: int,
     n_high_tradeoff: int,
     objectives: Sequence[str] = ("top1", "params"),
+    tradeoff: str = "thesis",
 ) -> list[str | None]:
     """Encodings for the ``slots`` fine-tune ranks (``None`` for an unused slot).
 
@@ -131,6 +164,8 @@ def select_for_finetune(
         raise UserError(f"finetune slots: value {slots!r} must be a positive integer")
     if isinstance(n_high_tradeoff, bool) or int(n_high_tradeoff) < 0:
         raise UserError(f"n_high_tradeoff: value {n_high_tradeoff!r} must be >= 0")
+    if tradeoff not in TRADEOFF_RULES:
+        raise UserError(f"finetune.tradeoff: value {tradeoff!r} is not one of {list(TRADEOFF_RULES)}")
     objectives = tuple(objectives)
     if not objectives:
         raise UserError("selection needs at least one objective, e.g. ('top1', 'params')")
@@ -152,12 +187,17 @@ def select_for_finetune(
     order = sorted(range(len(df)), key=lambda i: (params[i], enc[i]))  # the final order
 
     front = set(np.flatnonzero(pareto_front_mask(F)).tolist())
-    tradeoff = high_tradeoff_points(F, int(n_high_tradeoff), tie_key=list(zip(params, enc,
-                                                                               strict=True)))
-    candidates = [i for i in order if i in front or i in tradeoff]
+    if tradeoff == "thesis":
+        front_rows = [i for i in order if i in front]
+        nd_F = _thesis_units(F[front_rows], objectives)
+        picked = [front_rows[j] for j in thesis_high_tradeoff_points(nd_F, int(n_high_tradeoff))]
+    else:
+        picked = high_tradeoff_points(F, int(n_high_tradeoff),
+                                      tie_key=list(zip(params, enc, strict=True)))
+    candidates = [i for i in order if i in front or i in picked]
     if len(candidates) > slots:
         best = min(candidates, key=lambda i: (-top1[i], params[i], enc[i]))
-        keep = [best] + [i for i in tradeoff if i != best]
+        keep = [best] + [i for i in picked if i != best]
         keep = keep[:slots]
         cand_order = [i for i in order if i in set(candidates)]
         chosen = _spread(params, keep, slots - len(keep), cand_order)
@@ -216,7 +256,7 @@ def choose_for_target(archive_df: pd.DataFrame, target: Target) -> SlotChoice:
 
 def select_slots(archive_df: pd.DataFrame, slots: int, n_high_tradeoff: int,
                  objectives: Sequence[str] = ("top1", "params"),
-                 targets: Sequence[Target] = ()) -> list[SlotChoice]:
+                 targets: Sequence[Target] = (), tradeoff: str = "thesis") -> list[SlotChoice]:
     """The ``slots`` fine-tune slots: one per target first, then the front (module docstring)."""
     targets = tuple(targets)
     if len(targets) > slots:
@@ -227,5 +267,5 @@ def select_slots(archive_df: pd.DataFrame, slots: int, n_high_tradeoff: int,
     if rest == 0:
         return chosen
     others = archive_df[~archive_df["arch"].astype(str).isin(taken)] if taken else archive_df
-    front = select_for_finetune(others, rest, n_high_tradeoff, objectives)
+    front = select_for_finetune(others, rest, n_high_tradeoff, objectives, tradeoff)
     return chosen + [SlotChoice(e) for e in front]

@@ -68,7 +68,7 @@ def test_best_members_by_survival():
     # the most accurate and the smallest are on the first front: always kept
     assert df.loc[df["top1"].idxmax(), "arch"] in set(best["arch"])
     assert df.loc[df["params"].idxmin(), "arch"] in set(best["arch"])
-    dist = fit_archive_distributions(SPACE, df, ["top1", "params"], 5)
+    dist = fit_archive_distributions(SPACE, df, ["top1", "params"], 5, 0, "categorical")
     assert dist.n_fitted == 5
 
 

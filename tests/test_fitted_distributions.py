@@ -95,8 +95,8 @@ def test_the_option_is_wired_into_the_adaptation_settings():
     from natv2.errors import UserError
     from natv2.train.adapt import AdaptSettings
 
-    assert AdaptSettings.from_config(validate({})).distribution == "categorical"
-    cfg = validate({"search": {"adaptation": {"distribution": "scipy_first_fit"}}})
-    assert AdaptSettings.from_config(cfg).distribution == "scipy_first_fit"
+    assert AdaptSettings.from_config(validate({})).distribution == "scipy_first_fit"
+    cfg = validate({"search": {"adaptation": {"distribution": "categorical"}}})
+    assert AdaptSettings.from_config(cfg).distribution == "categorical"
     with pytest.raises(UserError, match="distribution"):
         validate({"search": {"adaptation": {"distribution": "gaussian"}}})

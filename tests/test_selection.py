@@ -12,6 +12,7 @@ from natv2.selection import (
     HighTradeoffPoints,  # pymoo's, imported there without its scipy deprecation warning
     high_tradeoff_points,
     select_for_finetune,
+    thesis_high_tradeoff_points,
     tradeoff_measure,
 )
 
@@ -55,7 +56,7 @@ def test_high_tradeoff_matches_pymoo_and_knee_first():
 
 
 def test_more_candidates_than_slots_keeps_best_knee_and_spread():
-    out = select_for_finetune(archive(), slots=3, n_high_tradeoff=1)
+    out = select_for_finetune(archive(), slots=3, n_high_tradeoff=1, tradeoff="normalised")
     assert len(out) == 3 and None not in out
     assert _enc(5) in out  # most accurate
     assert _enc(1) in out  # the knee (high trade-off)
@@ -89,3 +90,50 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="latency"):
         select_for_finetune(archive(), slots=2, n_high_tradeoff=0,
                             objectives=("top1", "latency"))
+
+
+# a front by hand, in the thesis' units (error %, params in millions): mu (least sacrifice per
+# unit gain towards a neighbour; 3 points, so each has the other two as neighbours):
+# A (10, 2.5): to B 2 / 1.5 = 1.333, to C 10 / 2 = 5 -> 1.333
+# B (12, 1.0): to A 1.5 / 2 = 0.75, to C 8 / 0.5 = 16 -> 0.75
+# C (20, 0.5): to A 2 / 10 = 0.2, to B 0.5 / 8 = 0.0625 -> 0.0625
+HAND = np.array([[10.0, 2.5], [12.0, 1.0], [20.0, 0.5]])
+
+
+def test_thesis_tradeoff_measure_and_order_by_hand():
+    mu = tradeoff_measure(HAND)
+    np.testing.assert_allclose(mu, [2 / 1.5, 0.75, 0.0625])
+    assert thesis_high_tradeoff_points(HAND, 2) == [0, 1]  # largest first
+    assert thesis_high_tradeoff_points(HAND, 1) == [0]
+    assert thesis_high_tradeoff_points(HAND, 9) == [0, 1, 2]
+    assert thesis_high_tradeoff_points(HAND, 0) == []
+    # np.argsort puts a NaN measure last: the thesis takes it as the largest
+    twin = np.array([[10.0, 2.5], [10.0, 2.5]])
+    assert np.isnan(tradeoff_measure(twin)).all()
+    assert thesis_high_tradeoff_points(np.vstack([HAND, [[30.0, 0.1], [30.0, 0.1]]]), 1) != []
+
+
+def _hand_archive() -> pd.DataFrame:
+    pts = [(p, 100 - e) for e, p in HAND] + [(3.0, 85.0)]  # + one dominated row
+    return archive(pts)
+
+
+def test_thesis_rule_ranks_front_rows_in_millions_of_params():
+    df = _hand_archive()
+    # the thesis' points A and B keep the two slots (C would be the spread's pick)
+    assert select_for_finetune(df, slots=2, n_high_tradeoff=2) == [_enc(1), _enc(0)]
+    # in raw parameter counts the measure would rank C and B highest: the units matter
+    assert thesis_high_tradeoff_points(HAND * [1, 1e6], 2) == [2, 1]
+    # the thesis' points are front rows: with enough slots only the front is fine-tuned
+    assert select_for_finetune(df, slots=5, n_high_tradeoff=4) == [
+        _enc(2), _enc(1), _enc(0), None, None]
+
+
+def test_normalised_rule_is_the_former_one_and_bad_rule_is_refused():
+    df = archive()
+    F = np.array([[100 - t, p] for p, t in FRONT + DOMINATED])
+    picked = high_tradeoff_points(F, 2)
+    out = select_for_finetune(df, slots=10, n_high_tradeoff=2, tradeoff="normalised")
+    assert {_enc(i) for i in picked} <= set(out)
+    with pytest.raises(UserError, match="tradeoff.*'knee'.*thesis"):
+        select_for_finetune(df, slots=2, n_high_tradeoff=1, tradeoff="knee")

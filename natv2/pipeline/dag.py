@@ -49,7 +49,7 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "supernet": _DATA + STRUCTURE + ("supernet.source", "supernet.train", "supernet.warmup"),
     "init_archive": _DATA + STRUCTURE + _INIT_SEARCH,
     "search_round": _DATA + STRUCTURE + _ROUND_SEARCH,
-    "finetune": _DATA + STRUCTURE + ("search.objectives", "finetune.n_high_tradeoff", "finetune.max_epochs",
+    "finetune": _DATA + STRUCTURE + ("search.objectives", "finetune.n_high_tradeoff", "finetune.tradeoff", "finetune.max_epochs",
                                      "finetune.patience", "finetune.optimizer", "finetune.lr", "finetune.momentum",
                                      "finetune.weight_decay", "finetune.label_smoothing", "finetune.warmup_epochs",
                                      "finetune.stop_on", "finetune.lr_min", "finetune.cosine_epochs",

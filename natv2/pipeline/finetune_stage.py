@@ -70,7 +70,7 @@ def selected_slots(cfg: Mapping[str, Any]) -> list[SlotChoice]:
     objectives = ["top1", *cfg["search"]["objectives"]]
     archive = read_archive(path, space_from_config(cfg))
     return select_slots(archive, int(ft["slots"]), int(ft["n_high_tradeoff"]), objectives,
-                        targets_from_config(cfg))
+                        targets_from_config(cfg), ft["tradeoff"])
 
 
 def selected_encodings(cfg: Mapping[str, Any]) -> list[str | None]:

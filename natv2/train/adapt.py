@@ -5,21 +5,23 @@ encoding over the best archive members, samples sub-networks from those distribu
 trains the super-network on them for a few epochs, with knowledge distillation from a teacher;
 the archive is then re-evaluated with the adapted super-network (the stage does that).
 
-**Distributions.** For each integer variable (``r``, ``w``, the 20 block slots, ``nd``) we use a
-smoothed categorical estimate over the variable's bounds ``xl..xu``: ``p(v) = (count(v) + 1) /
-(n + xu - xl + 1)`` (Laplace / add-one smoothing). The thesis (``NAT.survival`` and
-``_model_distribution`` in ``NAT_extended/search/algorithms/nat.py``, ``distribution_estimation``
-in its ``utils.py``) keeps the same ``top_n`` members (rank and crowding, reference directions
-beyond two objectives) but fits every scipy continuous distribution to each variable's integer
-values and keeps the one of least squared error against the histogram. We do not, because the
-values are *nominal*: a block code ``1 + ks_idx + 3*e_idx`` puts (k7, e3) = 3 next to (k3, e4) =
-4, and 0 means "skip", so a continuous density invents an ordering and smoothness between
-unrelated choices. The categorical estimate reproduces the best members' frequencies exactly,
+**Distributions** (``search.adaptation.distribution``). By default the thesis' (``NAT.survival``
+and ``_model_distribution`` in ``NAT_extended/search/algorithms/nat.py``,
+``distribution_estimation`` in its ``utils.py``): the same ``top_n`` members (rank and
+crowding, reference directions beyond two objectives), a scipy continuous distribution fitted
+to each integer variable (``r``, ``w``, the 20 block slots, ``nd``) and kept as that function,
+as committed, keeps it: the first of scipy's list that fits (``scipy_first_fit``;
+:mod:`natv2.train.fitted_distributions`, with ``scipy_best_fit``, the least error as meant).
+Our option ``categorical`` is a smoothed categorical estimate over the variable's bounds
+``xl..xu``: ``p(v) = (count(v) + 1) / (n + xu - xl + 1)`` (Laplace / add-one smoothing), for
+values that are *nominal*: a block code ``1 + ks_idx + 3*e_idx`` puts (k7, e3) = 3 next to (k3,
+e4) = 4, and 0 means "skip", so a continuous density invents an ordering and smoothness between
+unrelated choices; the categorical estimate reproduces the best members' frequencies exactly,
 and the add-one term keeps every value reachable with a weight that vanishes as ``top_n``
-grows. Variables are sampled independently, then repaired with the policy's repair
-(``push``/``fill``), so every sample is a valid architecture. A declared departure
-(``docs/DESIGN-NOTES.md``); ``distribution: scipy_first_fit | scipy_best_fit`` fits the thesis'
-scipy distributions instead (:mod:`natv2.train.fitted_distributions`).
+grows. On the embedded default it shows no hypervolume benefit over the thesis' first fit
+(``docs/DESIGN-NOTES.md``, declared departures), so it is off by default. Variables are sampled
+independently, then repaired with the policy's repair (``push``/``fill``), so every sample is a
+valid architecture.
 
 **Training** (:class:`AdaptSettings`; the schema's defaults are the thesis' ``run_nat_new.py``
 ``assign_adaptation_arguments`` and ``SuperNetTrainer`` of ``NAT_extended/train/trainer.py``):
@@ -106,7 +108,7 @@ def best_members(df: pd.DataFrame, names: Sequence[str], top_n: int, seed: int =
 
 
 def fit_archive_distributions(space: SearchSpace, df: pd.DataFrame, names: Sequence[str],
-                              top_n: int, seed: int = 0, kind: str = "categorical"
+                              top_n: int, seed: int, kind: str
                               ) -> VariableDistributions | FittedDistributions:
     """Distributions of the best ``top_n`` members of the archive ``df``: ``categorical``
     (:class:`VariableDistributions`) or the thesis' scipy fits (``scipy_first_fit`` /

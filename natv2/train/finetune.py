@@ -80,7 +80,7 @@ ExtractFn = Callable[[Any, Any], nn.Module]
 @dataclass(frozen=True)
 class FinetuneSettings:
     """What :func:`finetune` and :func:`natv2.train.aep.aep_finetune` use: the ``finetune:``
-    section (less ``slots``/``n_high_tradeoff``, which the stage uses), the top-level ``seed``
+    section (less ``slots``, ``n_high_tradeoff`` and ``tradeoff``, which the stage uses), the top-level ``seed``
     and the data section's evaluation batch size and loader workers. Values come from the
     validated config; the schema (``natv2/schemas/config.schema.yaml``) holds the defaults and
     the checks."""
