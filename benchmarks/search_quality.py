@@ -81,6 +81,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "distribution": "scipy_best_fit"}},
     "natv2 with categorical adaptation": {"policy": "natv2", **_THESIS, "adaptation": {
         "distribution": "categorical"}},
+    # the thesis' decoding of inner zeros and its duplicate test (search.decoding, .duplicates)
+    "natv2 with the thesis' decoding": {"policy": "natv2", **_THESIS, "decoding": "thesis"},
+    "natv2 with the thesis' duplicate test": {"policy": "natv2", **_THESIS,
+                                              "duplicates": "thesis"},
     "nat with adaptive switching (NAT paper)": {"policy": "nat", **_THESIS, "predictor": "as",
                                                 "features": "integer"},
 }
@@ -191,17 +195,26 @@ def fixed_reference(results_dirs: Sequence[Path]) -> Reference:
 
 def run_curve(results: Path, stats: list[dict[str, Any]], ref: Reference
               ) -> dict[str, Any]:
-    """Per round: new evaluations so far, evaluator calls so far, hypervolume of the archive."""
+    """Per round: new evaluations so far, evaluator calls so far, hypervolume of the archive;
+    over the rounds: candidates that were already in the archive (``known``) and candidates
+    with a zero before a non-zero code in a stage (``inner_zero``)."""
     new, calls, hv = [], [], []
-    n_new = n_calls = 0
+    n_new = n_calls = n_known = 0
+    layout = Layout(results)
+    before: set[str] = set()
     for k, st in enumerate(stats):
         n_new += int(st["n_evaluated"] if k == 0 else st["n_candidates"])
         n_calls += int(st["n_evaluated"])
-        archive = read_archive(Layout(results).archive(k))
+        if k > 0:
+            cand = pd.read_csv(layout.candidates(k), usecols=["arch"], dtype=str)["arch"]
+            n_known += int(cand.isin(before).sum())
+        archive = read_archive(layout.archive(k))
+        before = set(archive["arch"])
         new.append(n_new)
         calls.append(n_calls)
         hv.append(archive_hypervolume(archive, OBJECTIVES, ref))
-    return {"new": new, "calls": calls, "hv": hv}
+    inner = sum(int(st.get("inner_zero_candidates", 0)) for st in stats[1:])
+    return {"new": new, "calls": calls, "hv": hv, "known": n_known, "inner_zero": inner}
 
 
 def best_under(archive: pd.DataFrame, budget: int) -> float:
@@ -236,6 +249,8 @@ def summarise(runs: list[dict[str, Any]], budgets: Sequence[int]) -> list[dict[s
             "best": {b: [best_under(r["final"], b) for r in rs] for b in budgets},
             "seconds": [r["seconds"] for r in rs],
             "kendall": taus,
+            "known": statistics.fmean(r["curve"]["known"] for r in rs),
+            "inner_zero": statistics.fmean(r["curve"]["inner_zero"] for r in rs),
         })
     return rows
 
@@ -266,7 +281,8 @@ def table(rows: list[dict[str, Any]], budgets: Sequence[int]) -> str:
     head = ["variant", "seeds", "init evals", "candidates/round", "new archs evaluated",
             "evaluator calls (mean)", "hypervolume round 0", "final hypervolume",
             *[f"best top-1 ≤ {b / 1e6:g}M params (%)" for b in budgets],
-            "predictor Kendall τ (rounds, mean)", "wall time (s)"]
+            "predictor Kendall τ (rounds, mean)", "candidates already in the archive (mean)",
+            "candidates with an inner zero (mean)", "wall time (s)"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         out.append("| " + " | ".join([
@@ -274,6 +290,7 @@ def table(rows: list[dict[str, Any]], budgets: Sequence[int]) -> str:
             str(r["new"]), f"{r['calls']:.0f}", mean_sd(r["hv0"]), mean_sd(r["hv"]),
             *[mean_sd(r["best"][b], 2) for b in budgets],
             mean_sd(r["kendall"], 3) if r["kendall"] else "-",
+            f"{r['known']:.1f}", f"{r['inner_zero']:.1f}",
             mean_sd(r["seconds"], 0),
         ]) + " |")
     return "\n".join(out)

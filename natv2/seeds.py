@@ -29,7 +29,8 @@ stream                      value                                               
 
 Newer streams, through :func:`derive`: ``calibration_augment_seed(s, r)`` = ``derive(s,
 "bn-calibration", r)``, the augmentation drawn once per resolution ``r`` on the BN-calibration
-subset (``natv2.data.splits.calibration_batches``).
+subset (``natv2.data.splits.calibration_batches``); ``thesis_decoding_seed(s)`` = ``derive(s,
+"thesis-decoding")``, the random blocks of ``search.decoding: thesis`` in the round seeded ``s``.
 
 The data split and the calibration subset use the top-level ``seed`` itself (scikit-learn's
 ``random_state``, a torch generator), as does the global seeding of a stage process
@@ -61,6 +62,12 @@ def derive(seed: int, *names: int | str) -> int:
 def calibration_augment_seed(seed: int, resolution: int) -> int:
     """The train augmentation of the BN-calibration subset at ``resolution``."""
     return derive(seed, "bn-calibration", int(resolution))
+
+
+def thesis_decoding_seed(seed: int) -> int:
+    """The random blocks of the thesis' decoding (``search.decoding: thesis``) in a round seeded
+    ``seed`` (:func:`round_seed`)."""
+    return derive(seed, "thesis-decoding")
 
 
 def round_seed(seed: int, round_k: int) -> int:

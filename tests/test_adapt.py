@@ -16,11 +16,11 @@ from natv2.train.adapt import (
     AdaptSettings,
     VariableDistributions,
     best_members,
-    continuous_resolutions,
     dropout_rate,
     fit_archive_distributions,
 )
 from natv2.train.eps import StepRule, _clipped_backward
+from natv2.train.phases import continuous_resolutions
 from natv2.train.schedule import timm_cosine_epoch_lr
 
 SPACE = SearchSpace("SE_B", resolutions=[16, 20, 24], widths=[1.0])

@@ -125,6 +125,25 @@ def test_exit_weighted_loss_by_hand():
         exit_weighted_loss(exits + exits[:1], y, [0.5, 0.5])
 
 
+def test_each_step_trains_at_a_multiple_of_four_between_the_space_ends():
+    """The thesis' ``MyModRandomResizedCrop`` (``CONTINUOUS``): every multiple of 4 from the
+    smallest to the largest search resolution, not only the space's own sizes."""
+    torch.manual_seed(0)
+    net = build_supernet("SE_B", n_classes=10, dropout=0.0)
+    space = SearchSpace("SE_B", resolutions=[16, 28], widths=[1.0])
+    x, y = fixed_batch(8)
+    seen = []
+
+    def sampler(rng, resolution):
+        seen.append(resolution)
+        return space.smallest()
+
+    train_phase(net, space, lambda seed: [(x, y)] * 40, "full", PhaseSettings(1, 0.01, 0, 1),
+                train_settings(phases={}, label_smoothing=0.0, seed=0), None, CPU, seed=1,
+                show_progress=False, sampler=sampler)
+    assert set(seen) == {16, 20, 24, 28}
+
+
 def _exit_heads(net) -> list[dict[str, torch.Tensor]]:
     """Parameters of exits 1..4 (``early_exits``) and of the last exit (OFA's head)."""
     heads = [{k: v.detach().clone() for k, v in head.named_parameters()} for head in net.early_exits]

@@ -77,18 +77,18 @@ def test_result_history_and_metrics(result, setup):
     assert next(res.model.parameters()).device.type == "cpu"
 
 
-@pytest.mark.parametrize("stop_on, cosine_epochs, val, epochs_run, best, lr2", [
+@pytest.mark.parametrize("stop_on, cosine_epochs, val, epochs_run, best, span", [
     # val_top1 (natv2's former rule): 60 at epoch 2, then two epochs without better: stop at 4;
-    # step 2's cosine spans its own 2 epochs, so its epoch 2 starts half-way down
+    # step 2's cosine spans its own 2 epochs, so its epoch 2 starts (a step short of) half-way
     ("val_top1", "run", [(1.0, 50.0), (1.0, 60.0), (1.0, 55.0), (1.0, 58.0), (0.1, 70.0)], 4, 2,
-     0.5),
+     2),
     # val_loss (the thesis): the loss falls until epoch 3, rises twice: stop at 5; step 2 trains
     # for the best top-1's epoch (2) on the cosine of max_epochs (6), as the thesis' T_max
     ("val_loss", "max_epochs", [(0.9, 50.0), (0.8, 60.0), (0.7, 55.0), (0.75, 58.0), (0.8, 59.0),
-                                (0.1, 99.0)], 5, 2, 0.5 * (1 + math.cos(math.pi / 6))),
+                                (0.1, 99.0)], 5, 2, 6),
 ])
 def test_early_stopping_and_step2_length(setup, monkeypatch, stop_on, cosine_epochs, val,
-                                         epochs_run, best, lr2):
+                                         epochs_run, best, span):
     import natv2.train.finetune as ft
 
     supernet, splits, arch = setup
@@ -104,6 +104,9 @@ def test_early_stopping_and_step2_length(setup, monkeypatch, stop_on, cosine_epo
     assert [r["val_loss"] for r in step1] == [v[0] for v in val[:epochs_run]]
     step2 = [r for r in res.history if r["step"] == 2]
     assert [r["epoch"] for r in step2] == [1, 2]
+    # the first step of epoch 2 (step n) runs at the cosine's step n - 1 of span x n steps
+    n = len(ft._train_loader(splits.trainval, settings, 0))
+    lr2 = 0.5 * (1 + math.cos(math.pi * (n - 1) / (span * n)))
     assert step2[1]["lr"] == pytest.approx(SETTINGS.lr * lr2, rel=1e-6)
 
 
@@ -143,9 +146,18 @@ def test_optimizer_decays_every_parameter_or_spares_bn_and_biases():
 def test_step1_schedule_is_cosine_over_max_epochs(result):
     step1 = [r for r in result.history if r["step"] == 1]
     assert len(step1) == 2  # epoch 1 always sets the best; patience 1 allows epoch 2
-    # first lr of epoch 2 is half-way down the cosine over max_epochs
-    assert step1[1]["lr"] == pytest.approx(SETTINGS.lr * 0.5, rel=1e-6)
+    # 2 steps an epoch, a cosine over max_epochs (4 steps): the first step of epoch 2 (step 2)
+    # runs at the rate of step 1, a quarter of the way down (the thesis steps its scheduler
+    # after each batch), not half-way
+    quarter = SETTINGS.lr_min + (SETTINGS.lr - SETTINGS.lr_min) * (1 + math.cos(math.pi / 4)) / 2
+    assert step1[1]["lr"] == pytest.approx(quarter, rel=1e-6)
     assert step1[0]["lr"] == pytest.approx(SETTINGS.lr)
+
+
+def test_each_step_runs_at_the_rate_of_the_step_before_it():
+    from natv2.train.schedule import scheduled_step
+
+    assert [scheduled_step(t) for t in range(4)] == [0, 0, 1, 2]
 
 
 def test_same_seed_same_weights_and_loss_hook(setup, result):

@@ -41,7 +41,7 @@ _INIT_SEARCH = ("search.policy", "search.seed", "search.n_doe", "search.objectiv
 _ROUND_SEARCH = _INIT_SEARCH + (
     "search.candidates", "search.update", "search.predictor", "search.features", "search.pop_size",
     "search.n_gen", "search.crossover_prob", "search.mutation_eta", "search.subset_pop_size",
-    "search.subset_n_gen", "search.adaptation",
+    "search.subset_n_gen", "search.decoding", "search.duplicates", "search.adaptation",
     # the adaptation's one schedule spans every round's epochs
     "search.rounds")
 

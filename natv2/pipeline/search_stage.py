@@ -196,6 +196,7 @@ def _finish(ctx: SearchContext, k: int, new_archive: pd.DataFrame, cand: pd.Data
         "n_kept": int(sum(a in kept for a in cand["arch"])),
         "duplicates_dropped": int(meta.get("duplicates_dropped", 0)),
         "n_search_population": int(meta.get("n_search_population", 0)),
+        "inner_zero_candidates": int(meta.get("inner_zero_candidates", 0)),
         "cache_hits": int(ctx.hits),
         "adaptation": adapted.record,
         "policy": ctx.policy.as_dict(),

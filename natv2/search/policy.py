@@ -57,6 +57,8 @@ _COMMON: dict[str, Any] = {
     "mutation_eta": 1.0,
     "subset_pop_size": 500,  # the thesis' subset-selection GA (msunas.py subset_selection)
     "subset_n_gen": 200,
+    "decoding": "canonical",  # natv2's (natv2.space.thesis_decoding: the thesis' "thesis")
+    "duplicates": "canonical",
     "predictor_kwargs": {},
 }
 
@@ -75,7 +77,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 #: keys of the config's ``search:`` section that override the preset when not null
 OVERRIDABLE = ("candidates", "init", "update", "preprocess_factor", "predictor", "features",
                "repair", "sampler", "pop_size", "n_gen", "crossover_prob", "mutation_eta",
-               "subset_pop_size", "subset_n_gen")
+               "subset_pop_size", "subset_n_gen", "decoding", "duplicates")
 
 
 # ------------------------------------------------------------------------- sampling part
@@ -210,6 +212,8 @@ class Policy:
     mutation_eta: float
     subset_pop_size: int
     subset_n_gen: int
+    decoding: str
+    duplicates: str
     predictor_kwargs: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

@@ -2,7 +2,7 @@
 
 :func:`propose` fits the policy's accuracy predictor on the archive, evolves against (predicted
 error, exact cheap objectives), drops architectures already in the archive (canonical
-encodings), subset-selects the policy's ``candidates`` against the archive's non-dominated front
+encodings; ``search.duplicates: thesis`` the thesis' test), subset-selects the policy's ``candidates`` against the archive's non-dominated front
 (the thesis' ``msunas.py`` ``_next`` and ``subset_selection``) and tops them up with new random
 samples if the search found too few new ones (a policy without predictor samples them
 uniformly; the thesis would evaluate fewer). :func:`candidate_rows` turns the evaluated
@@ -33,7 +33,8 @@ from natv2.search.predictors import rank_metrics
 from natv2.search.problem import ConstraintFn
 from natv2.search.subset import drop_known, select_subset
 from natv2.search.survival import pareto_front_mask
-from natv2.seeds import round_seed
+from natv2.seeds import round_seed, thesis_decoding_seed
+from natv2.space.thesis_decoding import has_inner_zero, thesis_decode, thesis_known
 
 Step = Callable[[str], contextlib.AbstractContextManager]
 CheapFn = Callable[[np.ndarray], np.ndarray]
@@ -54,25 +55,30 @@ def archive_vectors(space: Any, df: pd.DataFrame) -> np.ndarray:
 class Proposal:
     """A round's candidates before evaluation: ``archs``, their ``predicted`` top-1 (NaN without
     a predictor), the fitted ``predictor`` (None for random search), how many architectures the
-    evolution returned (``n_population``) and how many of them were new (``n_new``)."""
+    evolution returned (``n_population``), how many of them were new (``n_new``) and how many
+    chosen ones have a zero before a non-zero code in a stage (``n_inner_zero``: decoded
+    differently by the thesis, :mod:`natv2.space.thesis_decoding`)."""
 
     archs: list
     predicted: list[float]
     predictor: Any = None
     n_population: int = 0
     n_new: int = 0
+    n_inner_zero: int = 0
 
     def describe(self) -> dict[str, Any]:
         """The proposal's part of ``stats.json``: predictor name (and the adaptive-switching
         choice), duplicates dropped, size of the search's final population."""
         if self.predictor is None:
-            return {"predictor": None, "duplicates_dropped": 0, "n_search_population": 0}
+            return {"predictor": None, "duplicates_dropped": 0, "n_search_population": 0,
+                "inner_zero_candidates": 0}
         described = {"name": self.predictor.name}
         if hasattr(self.predictor, "chosen"):  # adaptive switching: the model it picked
             described["chosen"] = self.predictor.chosen
         return {"predictor": described,
                 "duplicates_dropped": self.n_population - self.n_new,
-                "n_search_population": self.n_population}
+                "n_search_population": self.n_population,
+                "inner_zero_candidates": self.n_inner_zero}
 
 
 def _features(space: Any, policy: Policy, X: np.ndarray) -> np.ndarray:
@@ -104,8 +110,14 @@ def propose(space: Any, archive_df: pd.DataFrame, policy: Policy, cheap_fn: Chea
             feature_kind=policy.features, constraint=constraint,
         )
     with step("subset"):
-        strings = [space.encode(x) for x in X]
-        new = drop_known(strings, known)
+        decoded = X
+        if policy.decoding == "thesis":
+            decoded = thesis_decode(space, X, np.random.default_rng(thesis_decoding_seed(seed)))
+        strings = [space.encode(x) for x in decoded]
+        if policy.duplicates == "thesis":
+            new = thesis_known(space, X, strings, known)
+        else:
+            new = drop_known(strings, known)
         front = pareto_front_mask(archive_F)  # the thesis scores against the archive's front
         sel = new[select_subset(
             F[new, 1:], k, seed=seed, archive_F_cheap=archive_F[front, 1:],
@@ -121,7 +133,8 @@ def propose(space: Any, archive_df: pd.DataFrame, policy: Policy, cheap_fn: Chea
                 Xe = np.array([space.to_vector(a) for a in extra], dtype=int)
                 pred += [float(v) for v in predictor.predict(_features(space, policy, Xe))]
                 archs += extra
-    return Proposal(archs, pred, predictor, int(len(X)), int(len(new)))
+    return Proposal(archs, pred, predictor, int(len(X)), int(len(new)),
+                    int(has_inner_zero(X[sel]).sum()) if len(sel) else 0)
 
 
 def proposal_frame(space: Any, proposal: Proposal) -> pd.DataFrame:

@@ -57,6 +57,7 @@ from natv2.search import archive_vectors, objectives, survive
 from natv2.space import Arch, SearchSpace
 from natv2.train.eps import PhaseSettings, StepRule, TrainSettings, make_teacher, train_phase
 from natv2.train.fitted_distributions import ArchSampler, FittedDistributions
+from natv2.train.phases import continuous_resolutions
 from natv2.train.schedule import timm_cosine_epoch_lr
 
 
@@ -117,18 +118,6 @@ def fit_archive_distributions(space: SearchSpace, df: pd.DataFrame, names: Seque
     if kind == "categorical":
         return VariableDistributions.fit(space, vectors)
     return FittedDistributions.fit(space, vectors, kind)
-
-
-#: the resolutions of ``MyModRandomResizedCrop``'s continuous mode are multiples of this
-RESOLUTION_STEP = 4
-
-
-def continuous_resolutions(resolutions: Sequence[int]) -> tuple[int, ...]:
-    """Every multiple of 4 from the smallest to the largest of ``resolutions``, both ends always
-    included (``MyModRandomResizedCrop.get_candidate_image_size`` with ``CONTINUOUS``)."""
-    lo, hi = min(int(r) for r in resolutions), max(int(r) for r in resolutions)
-    inner = range(-(-lo // RESOLUTION_STEP) * RESOLUTION_STEP, hi + 1, RESOLUTION_STEP)
-    return tuple(sorted({lo, hi, *inner}))
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,7 @@ from natv2.space import SearchSpace
 from natv2.supernet import WidthSuperNets, load_checkpoint, read_extra, save_checkpoint
 from natv2.train.losses import distillation_loss, ensemble_logits, exit_weighted_loss
 from natv2.train.optim import param_groups
-from natv2.train.phases import elastic_dims, phases_for, sample_phase_arch
+from natv2.train.phases import continuous_resolutions, elastic_dims, phases_for, sample_phase_arch
 from natv2.train.schedule import cosine_lr
 
 
@@ -239,7 +239,8 @@ def train_phase(net: nn.Module, space: SearchSpace, loader: Callable[[int], obje
 
     ``sampler(rng, resolution)`` draws the sub-networks of a step; by default those of the EPS
     phase ``phase`` (NAT's per-round adaptation passes its own, fitted to the archive).
-    ``resolution_sampler(rng)`` draws each step's resolution (default: uniform over the space's).
+    ``resolution_sampler(rng)`` draws each step's resolution (default: uniform over
+    :func:`natv2.train.phases.continuous_resolutions` of the space's, as the thesis' crop).
     In a data-parallel ``world`` every rank draws the same sub-networks and batches and trains
     on its slice of each batch (``natv2.distributed``); the record covers all ranks.
 
@@ -278,6 +279,7 @@ def train_phase(net: nn.Module, space: SearchSpace, loader: Callable[[int], obje
 
     step = 0
     loss_sum = correct = seen = 0.0
+    sizes = continuous_resolutions(space.resolutions)
     epoch_loss: list[float] = []
     net.train()
     with (progress(total, f"supernet {phase}", show_progress and world.writer) as bar,
@@ -290,7 +292,7 @@ def train_phase(net: nn.Module, space: SearchSpace, loader: Callable[[int], obje
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 resolution = int(resolution_sampler(rng) if resolution_sampler is not None
-                                 else rng.choice(space.resolutions))
+                                 else rng.choice(sizes))
                 x = _resize(images.to(device), resolution).contiguous(memory_format=torch.channels_last)
                 y = labels.to(device)
                 soft = teacher_logits(teacher, x, train.ensemble_weights) if teacher is not None else None

@@ -10,7 +10,8 @@ reported accuracy. The defaults are the thesis' (``finetune_natnet.py``,
 ``assign_training_arguments`` and ``train``; ``LossEarlyStoppingMeter``): up to 150 epochs at
 batch 64, SGD momentum 0.9 without Nesterov at lr 1e-4, weight decay 5e-4 on every parameter,
 plain cross entropy, dropout 0, one cosine of ``max_epochs`` epochs down to 1e-8 per step, which
-step 2 follows too for its fewer epochs (``cosine_epochs: run`` spans each step's own epochs).
+step 2 follows too for its fewer epochs (``cosine_epochs: run`` spans each step's own epochs),
+each step at the rate of the step before it (:func:`natv2.train.schedule.scheduled_step`, the thesis' loop).
 Unlike the thesis, step 2 never looks at the test set (the thesis early-stops it on the test loss,
 its validation set being merged into training).
 
@@ -68,7 +69,7 @@ from natv2.progress import progress
 from natv2.seeds import step_seed
 from natv2.train.early_stopping import EarlyStopping
 from natv2.train.optim import make_optimizer
-from natv2.train.schedule import cosine_lr
+from natv2.train.schedule import cosine_lr, scheduled_step
 
 HISTORY_COLUMNS = ("step", "epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "seconds")
 
@@ -277,7 +278,8 @@ class _Run:
         with synchronised_batch_norm(net):
             for batch in self.loader:
                 share, (x, y) = local_slice(self.world, *batch)
-                lr = cosine_lr(self.s.lr, self.step, self.schedule_steps, self.warmup, self.s.lr_min)
+                lr = cosine_lr(self.s.lr, scheduled_step(self.step), self.schedule_steps,
+                               self.warmup, self.s.lr_min)
                 first_lr = lr if first_lr is None else first_lr
                 for group in opt.param_groups:
                     group["lr"] = lr

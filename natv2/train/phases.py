@@ -5,11 +5,15 @@ ratio elastic one after the other; OFAv2's Extended PS inserts net width (parall
 P families) and net depth (early exits, EE families) after the kernel phase. Departure from OFA:
 OFA splits the depth and expand phases in two sub-steps each (e.g. depth {3,4} then {2,3,4});
 here each phase opens its dimension fully, and the epochs of the sub-steps are summed into one
-phase. Elastic resolution (a random resolution from the space per step) is on in every phase,
-as in OFA.
+phase. Elastic resolution is on in every phase, as in OFA: each step's resolution is uniform
+over every multiple of 4 between the space's smallest and largest (:func:`continuous_resolutions`,
+the thesis' ``MyModRandomResizedCrop`` with ``CONTINUOUS = True``; the same sizes as the space's
+when they are 4 apart, as on the embedded default).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -34,6 +38,18 @@ def elastic_dims(phase: str) -> frozenset[str]:
         raise ValueError(f"unknown training phase '{phase}'; valid: {', '.join(PHASE_ORDER)}")
     upto = PHASE_ORDER[: PHASE_ORDER.index(phase) + 1]
     return frozenset(_OPENS[p] for p in upto if _OPENS[p] is not None)
+
+
+#: the resolutions of ``MyModRandomResizedCrop``'s continuous mode are multiples of this
+RESOLUTION_STEP = 4
+
+
+def continuous_resolutions(resolutions: Sequence[int]) -> tuple[int, ...]:
+    """Every multiple of 4 from the smallest to the largest of ``resolutions``, both ends always
+    included (``MyModRandomResizedCrop.get_candidate_image_size`` with ``CONTINUOUS``)."""
+    lo, hi = min(int(r) for r in resolutions), max(int(r) for r in resolutions)
+    inner = range(-(-lo // RESOLUTION_STEP) * RESOLUTION_STEP, hi + 1, RESOLUTION_STEP)
+    return tuple(sorted({lo, hi, *inner}))
 
 
 def sample_phase_arch(space: SearchSpace, elastic: frozenset[str], resolution: int,

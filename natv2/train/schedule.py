@@ -14,6 +14,14 @@ def cosine_lr(base_lr: float, step: int, total_steps: int, warmup_steps: int = 0
     return min_lr + 0.5 * (base_lr - min_lr) * (1.0 + math.cos(math.pi * t))
 
 
+def scheduled_step(step: int) -> int:
+    """The cosine step whose rate step ``step`` (0-based) trains at: the thesis' loop
+    (``finetune_natnet.py`` ``train_one_epoch``) calls ``scheduler.step((epoch - 1) + batch /
+    n_batches)`` *after* each batch, so step ``t`` runs at the rate the cosine gives step
+    ``t - 1`` (steps 0 and 1 both at the initial rate)."""
+    return max(int(step) - 1, 0)
+
+
 def timm_cosine_epoch_lr(epoch: int, base_lr: float, total_epochs: int, warmup_epochs: int = 0,
                          warmup_lr: float = 0.0, min_lr: float = 0.0) -> float:
     """Learning rate of (0-based) ``epoch``, constant over the epoch: timm's
