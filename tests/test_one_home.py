@@ -93,7 +93,7 @@ def test_settings_from_a_partial_config_take_the_schema_defaults():
     train = TrainSettings.from_config({})
     assert train.phases["full"] == PhaseSettings(120, 0.026, 0, 1)
     assert AdaptSettings.from_config({}).top_n == 150
-    assert WarmupSettings.from_config({}).supernet.subnets_per_step == 2
+    assert WarmupSettings.from_config({}).supernet.subnets_per_step == 4
 
 
 def _module_dict_defaults(tree: ast.Module) -> list[tuple[int, list[str]]]:

@@ -97,19 +97,31 @@ class TrainSettings:
 class WarmupSettings:
     """NATv2's warm-up of a super-network pretrained on another label set (``supernet.warmup``):
     ``largest`` (phase ``full``; early-exit families train every exit with
-    ``exit_loss_weights``) then ``supernet`` (phase ``expand``, uniform sub-networks)."""
+    ``exit_loss_weights``) then ``supernet`` (uniform sub-networks, KD), each on timm's cosine
+    per epoch from ``warmup_lr`` (:func:`natv2.train.warmup.warm_up`)."""
 
     largest: PhaseSettings
     supernet: PhaseSettings
     exit_loss_weights: Sequence[float]
+    warmup_lr: float
+    weight_decay: float
+    grad_clip: float
+    label_smoothing: float
 
     @classmethod
     def from_config(cls, cfg: Mapping) -> WarmupSettings:
         w = ensure_config(cfg)["supernet"]["warmup"]
-        return cls(largest=PhaseSettings(w["largest_epochs"], w["lr"], 0, 1),
-                   supernet=PhaseSettings(w["supernet_epochs"], w["lr"], 0,
+        return cls(largest=PhaseSettings(w["largest_epochs"], w["lr"], w["largest_warmup_epochs"], 1),
+                   supernet=PhaseSettings(w["supernet_epochs"], w["lr"], w["supernet_warmup_epochs"],
                                           w["subnets_per_step"]),
-                   exit_loss_weights=tuple(w["exit_loss_weights"]))
+                   exit_loss_weights=tuple(w["exit_loss_weights"]), warmup_lr=float(w["warmup_lr"]),
+                   weight_decay=float(w["weight_decay"]), grad_clip=float(w["grad_clip"]),
+                   label_smoothing=float(w["label_smoothing"]))
+
+    @property
+    def rule(self) -> StepRule:
+        """The thesis' trainers: plain momentum, decay on every parameter, clipped, KD mean."""
+        return StepRule(nesterov=False, decay_all=True, grad_clip=self.grad_clip, kd_mean=True)
 
 
 @dataclass(frozen=True)
