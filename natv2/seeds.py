@@ -31,6 +31,7 @@ Newer streams, through :func:`derive`: ``calibration_augment_seed(s, r)`` = ``de
 "bn-calibration", r)``, the augmentation drawn once per resolution ``r`` on the BN-calibration
 subset (``natv2.data.splits.calibration_batches``); ``thesis_decoding_seed(s)`` = ``derive(s,
 "thesis-decoding")``, the random blocks of ``search.decoding: thesis`` in the round seeded ``s``.
+``reference_directions_seed()`` is the thesis' constant 42, for every search seed.
 
 The data split and the calibration subset use the top-level ``seed`` itself (scikit-learn's
 ``random_state``, a torch generator), as does the global seeding of a stage process
@@ -62,6 +63,13 @@ def derive(seed: int, *names: int | str) -> int:
 def calibration_augment_seed(seed: int, resolution: int) -> int:
     """The train augmentation of the BN-calibration subset at ``resolution``."""
     return derive(seed, "bn-calibration", int(resolution))
+
+
+def reference_directions_seed() -> int:
+    """The Riesz s-energy reference directions (NSGA-III's, and survival beyond two objectives):
+    the thesis fixes 42 (``msunas.py`` ``select_solver``, ``nat.py`` / ``nat_new.py`` survival),
+    whatever the search seed."""
+    return 42
 
 
 def thesis_decoding_seed(seed: int) -> int:

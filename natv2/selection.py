@@ -15,7 +15,7 @@ pymoo's decision making. The fine-tune stage has a fixed number of rank slots (a
      %, params and MACs in millions as ``ofa_evaluator.py`` ``_calc_params`` / ``_calc_flops``
      record them, latency in ms): the trade-off measure ``mu`` (least improvement per unit of
      deterioration towards a neighbour; pymoo's ``NeighborFinder``, neighbours within 0.125 raw
-     units, at least 2 x the number of objectives), the ``n`` largest by ``np.argsort`` (a NaN
+     units, at least ``min(2 x objectives, rows - 1)``), the ``n`` largest by ``np.argsort`` (a NaN
      ``mu`` sorts as the largest). The points are on the front, so they only decide which front
      rows keep a slot when the front is larger than the slots (step 4). Ties of ``mu`` go by
      the (params, encoding) order (the thesis: its archive order, with a non-stable sort);
@@ -117,8 +117,9 @@ def high_tradeoff_points(F: np.ndarray, n: int, tie_key: Sequence | None = None)
 
 def thesis_high_tradeoff_points(F: np.ndarray, n: int) -> list[int]:
     """The thesis' ``HighTradeoffPoints(n_survive=n).do(F)``: indices of the ``n`` largest
-    trade-off measures of the rows of ``F`` (minimised objectives, used as given), largest
-    first, a NaN measure counted as the largest (``np.argsort``'s order); ties by row order."""
+    trade-off measures of the rows of ``F`` (minimised objectives, used as given), a NaN measure
+    counted as the largest (``np.argsort``'s order); ties by row order. Returned largest first
+    (the thesis' ``np.argsort(mu)[-n:]`` is ascending: the same points)."""
     F = np.asarray(F, dtype=float)
     if n <= 0 or F.ndim != 2 or len(F) == 0:
         return []

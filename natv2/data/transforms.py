@@ -50,7 +50,12 @@ def cifar_train_transform(resolution: int, mean, std) -> T.Compose:
     """CIFAR augmentation as the thesis: ``RandomResizedCrop(resolution, scale=(1, 1),
     ratio=(1, 1))`` (the whole image, resized), horizontal flip, AutoAugment with the CIFAR-10
     policy (the thesis' ``auto_augment.py``, LaNAS' copy of the 25 sub-policies of Cubuk et al.;
-    torchvision's ``AutoAugment(CIFAR10)`` holds the same ones, drawing from torch's RNG)."""
+    torchvision's ``AutoAugment(CIFAR10)`` holds the same operations, probabilities and levels,
+    drawing from torch's RNG). The levels' magnitudes differ: LaNAS draws uniformly within one
+    of 11 bins of a signed range (e.g. shear ``linspace(-0.3, 0.3, 11)``, solarize thresholds
+    ``linspace(0, 256, 11)``, posterize ``linspace(4, 8, 11)`` bits), torchvision takes 10
+    unsigned steps with a random sign (solarize ``linspace(255, 0, 10)``, posterize ``8 -
+    round(level / 2.25)``): a declared departure (``docs/DESIGN-NOTES.md``)."""
     return T.Compose(
         [
             T.RandomResizedCrop(resolution, scale=(1.0, 1.0), ratio=(1.0, 1.0),

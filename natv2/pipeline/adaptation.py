@@ -8,9 +8,11 @@ when ``search.adaptation.epochs`` is 0: the round hands on its input network unc
 Round ``k``'s epochs are epochs ``(k - 1) * epochs ..`` of one schedule over all
 ``search.rounds`` rounds, and its fixed teacher (``teacher: fixed``) is the largest sub-network
 of the search's input super-network (stage 1's ``supernet.pt``), as the thesis' one
-``SuperNetTrainer`` carries its schedule and teacher through every round of ``NAT.search``. The
-optimiser's momentum is not carried from round to round (each round is its own stage): a
-declared departure.
+``SuperNetTrainer`` carries its schedule and teacher through every round of ``NAT.search``.
+Declared departures: the thesis' teacher has the largest architecture but the weights of its
+warm-up's phase-2 checkpoint (``run_nat_new.py``: ``teacher_weights`` from ``phase_2``, the
+super-network from ``phase_3``), and the optimiser's momentum is not carried from round to
+round here (each round is its own stage).
 
 The adapted network waits under ``cache/adapted/`` (named by everything that determines it)
 until the round's outputs are written, so a stage killed during the re-evaluation does not redo

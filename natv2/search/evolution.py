@@ -54,11 +54,11 @@ def make_algorithm(
     n_obj: int,
     pop_size: int,
     sampling: np.ndarray,
-    seed: int = 0,
     crossover_prob: float = 0.9,
     mutation_eta: float = 1.0,
 ) -> Any:
-    """The pymoo algorithm the thesis uses for ``n_obj`` objectives, with integer operators."""
+    """The pymoo algorithm the thesis uses for ``n_obj`` objectives, with integer operators
+    (NSGA-III's reference directions from the thesis' fixed seed)."""
     common = dict(
         pop_size=pop_size,
         sampling=sampling,
@@ -70,7 +70,7 @@ def make_algorithm(
         return GA(**common)
     if n_obj == 2:
         return NSGA2(**common)
-    return NSGA3(ref_dirs=reference_directions(n_obj, pop_size, seed), **common)
+    return NSGA3(ref_dirs=reference_directions(n_obj, pop_size), **common)
 
 
 def run_search(
@@ -96,7 +96,7 @@ def run_search(
     """
     problem = SurrogateProblem(space, predictor, cheap_fn, n_cheap, feature_kind, constraint)
     X0 = int_lhs(space, pop_size, seed)
-    algorithm = make_algorithm(problem.n_obj, pop_size, X0, seed, crossover_prob, mutation_eta)
+    algorithm = make_algorithm(problem.n_obj, pop_size, X0, crossover_prob, mutation_eta)
     res = minimize(problem, algorithm, ("n_gen", int(n_gen)), seed=int(seed), verbose=False)
     X = np.rint(res.pop.get("X")).astype(int)
     F = np.asarray(res.pop.get("F"), dtype=float)

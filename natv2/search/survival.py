@@ -25,6 +25,8 @@ from pymoo.operators.survival.rank_and_crowding import RankAndCrowding
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 from pymoo.util.ref_dirs import get_reference_directions
 
+from natv2.seeds import reference_directions_seed
+
 
 def _as_matrix(F: np.ndarray) -> np.ndarray:
     F = np.asarray(F, dtype=float)
@@ -45,8 +47,10 @@ def _energy_dirs(n_obj: int, n_points: int, seed: int) -> np.ndarray:
     return dirs
 
 
-def reference_directions(n_obj: int, n_points: int, seed: int = 0) -> np.ndarray:
-    """Riesz s-energy reference directions (as NAT uses for NSGA-III), shape (n_points, n_obj)."""
+def reference_directions(n_obj: int, n_points: int, seed: int | None = None) -> np.ndarray:
+    """Riesz s-energy reference directions (as NAT uses for NSGA-III), shape (n_points, n_obj);
+    ``seed`` defaults to the thesis' fixed one (:func:`natv2.seeds.reference_directions_seed`)."""
+    seed = reference_directions_seed() if seed is None else seed
     return np.array(_energy_dirs(int(n_obj), int(n_points), int(seed)))
 
 
@@ -89,7 +93,7 @@ def survive(F: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     if m == 2:
         survival = RankAndCrowding(crowding_func="cd")
     else:
-        survival = ReferenceDirectionSurvival(reference_directions(m, k, seed))
+        survival = ReferenceDirectionSurvival(reference_directions(m, k))
     problem = Problem(n_var=1, n_obj=m)
     pop = Population.new("F", F, "index", np.arange(n))
     out = survival.do(problem, pop, n_survive=k, random_state=rng)

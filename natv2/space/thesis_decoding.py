@@ -7,10 +7,11 @@ order (:func:`natv2.space.encoding.vector_to_arch`). The thesis' ``_decode``
 it decodes *every* slot, a zero one to a **random** (kernel, expansion) (``var2str(0)`` draws
 a code uniformly from 1..max), and sets the stage's depth to the number of non-zero slots, so
 OFA's ``set_active_subnet`` runs the stage's *first* ``d`` slots. A zero before a non-zero
-code (``[a, 0, b, 0]``: depth 2, blocks ``a`` and a random one; ``b`` drops out) builds a
-network natv2 would not; a vector whose zeros are all at the ends of their stages builds the
-same network either way. Samples are repaired (zeros pushed to the ends), so only evolution
-offspring, which nobody repairs, differ.
+code (``[a, b, 0, c]``: depth 3, blocks ``a``, ``b`` and a random one; ``c`` drops out) builds
+a network natv2 would not; a vector whose zeros are all at the ends of their stages builds the
+same network either way. Samples are repaired (NAT pushes the zeros to the stage ends, NATv2
+zeroes every slot after a stage's first zero), so only the evolution's population, its LHS
+start and offspring, which nobody repairs, can differ.
 
 :func:`thesis_decode` returns the canonical vectors of the networks the thesis builds, drawing
 the random codes from a generator the caller seeds (the thesis: Python's global ``random``).

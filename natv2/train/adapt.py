@@ -36,7 +36,8 @@ cosine schedule with its warm-up across every round's epochs
 per_round``: a cosine per step over each round's epochs, natv2's former rule). The teacher is
 fixed: the largest sub-network (all exits, weighted by ``ensemble_weights`` in the thesis' order
 exit 1 first) of the search's input super-network; ``teacher: current`` takes each round's
-input instead.
+input instead. (The thesis' fixed teacher has that architecture but the weights of its
+warm-up's phase-2 checkpoint, ``run_nat_new.py`` ``teacher_weights``: a declared departure.)
 """
 
 from __future__ import annotations

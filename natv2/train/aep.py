@@ -3,11 +3,10 @@
 NATv2's post-processing for EE families (DESIGN section 1, "What NATv2 changes" (6)) fine-tunes
 the multi-exit sub-network (exits ``1..nd``) instead of the single exit ``nd``: the loss is a
 weighted sum of the exits' cross entropies and the network's prediction is the weighted sum of
-the exits' logits. (The brief calls this "AEP"; the thesis names it ensemble fine-tuning.)
+the exits' logits. (The brief calls this "AEP"; the thesis' script is ``finetune_natnet_ens.py``.)
 
-Facts from the thesis code (``simonesarti/MSc_Thesis``: ``finetune_natnet_ens.py`` and
-``finetune_natnet_ens_metrics.py``, ``get_weights(n_exits, ordering)``; training and
-evaluation in ``NAT_extended/train/trainer.py`` ``TrainerEE`` and
+Facts from the thesis code (``simonesarti/MSc_Thesis``: ``finetune_natnet_ens.py``,
+``get_weights(n_exits, ordering)``, its own ``train`` / ``train_one_epoch``, and
 ``NAT_extended/evaluation/evaluate.py`` ``validate_ee``): two weight vectors per ordering,
 *branch* weights for the loss and *ensemble* weights for the output. With ``m = nd (nd + 1) / 2``
 the ramp is ``[1/m, 2/m, ..., nd/m]`` (increasing with depth):
@@ -18,7 +17,8 @@ the ramp is ``[1/m, 2/m, ..., nd/m]`` (increasing with depth):
 * ``MIX``: loss the reversed ramp (DESC), ensemble the ramp (ASC).
 
 The thesis' multi-exit loss is ``sum_i bw_i * CE(out_i, y)`` (plain cross entropy), the output
-``sum_i ew_i * out_i``, and it reports the ensemble top-1 plus each branch's top-1.
+``sum_i ew_i * out_i``; it logs the ensemble's loss and top-1 (``validate_ee`` also returns
+each branch's top-1, which the script drops).
 
 Departures: the thesis rounds each weight to 4 decimals (so UNIF at nd=3 sums to 0.9999); we keep
 exact fractions, which sum to 1. The loss uses ``finetune.label_smoothing`` (the thesis: none).

@@ -7,8 +7,10 @@ val_top1``: without a higher top-1) or at ``max_epochs``, and the epoch of the b
 top-1 is remembered. Step 2 extracts the sub-network again (fresh inherited weights),
 recalibrates BN and trains it on train + val for exactly that many epochs; its test top-1 is the
 reported accuracy. The defaults are the thesis' (``finetune_natnet.py``,
-``assign_training_arguments`` and ``train``; ``LossEarlyStoppingMeter``): up to 150 epochs at
-batch 64, SGD momentum 0.9 without Nesterov at lr 1e-4, weight decay 5e-4 on every parameter,
+``assign_training_arguments`` and ``train``; ``LossEarlyStoppingMeter``) with its command-line
+choices ``--opt sgd --lre 4`` (both required there; ``--lre 5`` is lr 1e-5, ``adamw`` and
+``ranger`` the other optimisers): up to 150 epochs at batch 64, SGD momentum 0.9 without
+Nesterov at lr 1e-4, weight decay 5e-4 on every parameter,
 plain cross entropy, dropout 0, one cosine of ``max_epochs`` epochs down to 1e-8 per step, which
 step 2 follows too for its fewer epochs (``cosine_epochs: run`` spans each step's own epochs),
 each step at the rate of the step before it (:func:`natv2.train.schedule.scheduled_step`, the thesis' loop).

@@ -45,8 +45,9 @@ RESOLUTION_STEP = 4
 
 
 def continuous_resolutions(resolutions: Sequence[int]) -> tuple[int, ...]:
-    """Every multiple of 4 from the smallest to the largest of ``resolutions``, both ends always
-    included (``MyModRandomResizedCrop.get_candidate_image_size`` with ``CONTINUOUS``)."""
+    """Every multiple of 4 from the smallest to the largest of ``resolutions``
+    (``MyModRandomResizedCrop.get_candidate_image_size`` with ``CONTINUOUS``), both ends always
+    included (the thesis keeps only multiples of 4; its sizes are)."""
     lo, hi = min(int(r) for r in resolutions), max(int(r) for r in resolutions)
     inner = range(-(-lo // RESOLUTION_STEP) * RESOLUTION_STEP, hi + 1, RESOLUTION_STEP)
     return tuple(sorted({lo, hi, *inner}))
