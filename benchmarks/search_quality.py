@@ -206,7 +206,8 @@ def run_curve(results: Path, stats: list[dict[str, Any]], ref: Reference
         n_new += int(st["n_evaluated"] if k == 0 else st["n_candidates"])
         n_calls += int(st["n_evaluated"])
         if k > 0:
-            cand = pd.read_csv(layout.candidates(k), usecols=["arch"], dtype=str)["arch"]
+            rows = pd.read_csv(layout.candidates(k), usecols=["arch", "step"], dtype=str)
+            cand = rows.loc[rows["step"] == "evaluate", "arch"]  # not the re-evaluations
             n_known += int(cand.isin(before).sum())
         archive = read_archive(layout.archive(k))
         before = set(archive["arch"])
