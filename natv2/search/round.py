@@ -1,9 +1,10 @@
 """One search round, the only implementation: propose, evaluate, update the archive.
 
 :func:`propose` fits the policy's accuracy predictor on the archive, evolves against (predicted
-error, exact cheap objectives), drops architectures already in the archive (canonical
-encodings; ``search.duplicates: thesis`` the thesis' test), subset-selects the policy's ``candidates`` against the archive's non-dominated front
-(the thesis' ``msunas.py`` ``_next`` and ``subset_selection``) and tops them up with new random
+error, exact cheap objectives), decodes the population (``search.decoding``), drops
+architectures already in the archive (canonical encodings; ``search.duplicates: thesis`` the
+thesis' test), subset-selects the policy's ``candidates`` against the archive's non-dominated
+front (the thesis' ``msunas.py`` ``_next`` and ``subset_selection``) and tops them up with new random
 samples if the search found too few new ones (a policy without predictor samples them
 uniformly; the thesis would evaluate fewer). :func:`candidate_rows` turns the evaluated
 proposal into archive rows; :meth:`Policy.update_archive` merges them. :func:`run_round` chains
@@ -71,7 +72,7 @@ class Proposal:
         choice), duplicates dropped, size of the search's final population."""
         if self.predictor is None:
             return {"predictor": None, "duplicates_dropped": 0, "n_search_population": 0,
-                "inner_zero_candidates": 0}
+                    "inner_zero_candidates": 0}
         described = {"name": self.predictor.name}
         if hasattr(self.predictor, "chosen"):  # adaptive switching: the model it picked
             described["chosen"] = self.predictor.chosen

@@ -34,12 +34,7 @@ import numpy as np
 from natv2.space.arch import MAX_DEPTH, N_STAGES
 from natv2.space.encoding import BLOCK_START
 
-__all__ = ["DECODINGS", "DUPLICATE_RULES", "has_inner_zero", "has_zero_slot", "thesis_decode",
-           "thesis_known"]
-
-#: ``search.decoding`` / ``search.duplicates`` values, natv2's first
-DECODINGS = ("canonical", "thesis")
-DUPLICATE_RULES = ("canonical", "thesis")
+__all__ = ["has_inner_zero", "has_zero_slot", "thesis_decode", "thesis_known"]
 
 
 def _stages(X: np.ndarray) -> np.ndarray:
