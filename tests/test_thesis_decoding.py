@@ -75,8 +75,8 @@ def _archive(n=12, seed=0):
     return records_to_archive(SPACE, archs, records, round_k=0, origin="init")
 
 
-@pytest.mark.parametrize("option", [{"decoding": "thesis"}, {"duplicates": "thesis"}])
-def test_propose_with_the_thesis_options_is_deterministic(option):
+@pytest.mark.parametrize("option", [{}, {"decoding": "canonical"}, {"duplicates": "canonical"}])
+def test_propose_with_each_decoding_and_duplicate_rule_is_deterministic(option):
     policy = Policy.preset("natv2", 12, ["top1", "params"], candidates=4, pop_size=20, n_gen=3,
                            subset_pop_size=20, subset_n_gen=5, **option)
     cheap = lambda X: np.array([[SPACE.decode(x).n_blocks] for x in X], dtype=float)  # noqa: E731
@@ -91,9 +91,11 @@ def test_the_options_come_from_the_config_and_bad_values_are_refused():
     from natv2.config import validate
     from natv2.errors import UserError
 
-    cfg = validate({"search": {"decoding": "thesis", "duplicates": "thesis"}})
+    cfg = validate({"search": {"decoding": "canonical", "duplicates": "canonical"}})
     policy = Policy.from_config(cfg)
-    assert (policy.decoding, policy.duplicates) == ("thesis", "thesis")
-    assert Policy.from_config(validate({})).decoding == "canonical"
+    assert (policy.decoding, policy.duplicates) == ("canonical", "canonical")
+    for preset in ("natv2", "nat", "random"):  # the thesis' rules by default
+        default = Policy.from_config(validate({"search": {"policy": preset}}))
+        assert (default.decoding, default.duplicates) == ("thesis", "thesis")
     with pytest.raises(UserError, match="decoding"):
         validate({"search": {"decoding": "random"}})

@@ -57,8 +57,8 @@ _COMMON: dict[str, Any] = {
     "mutation_eta": 1.0,
     "subset_pop_size": 500,  # the thesis' subset-selection GA (msunas.py subset_selection)
     "subset_n_gen": 200,
-    "decoding": "canonical",  # natv2's (natv2.space.thesis_decoding: the thesis' "thesis")
-    "duplicates": "canonical",
+    "decoding": "thesis",  # the thesis' _decode and duplicate test (natv2.space.thesis_decoding);
+    "duplicates": "thesis",  # "canonical" is natv2's option
     "predictor_kwargs": {},
 }
 

@@ -1,7 +1,7 @@
 """The thesis' decoding of a vector with zeros, and its duplicate test (``search.decoding`` and
-``search.duplicates: thesis``).
+``search.duplicates: thesis``, the default of every policy).
 
-natv2 decodes a vector deterministically: a stage's active blocks are its non-zero codes, in
+natv2's option ``canonical`` decodes a vector deterministically: a stage's active blocks are its non-zero codes, in
 order (:func:`natv2.space.encoding.vector_to_arch`). The thesis' ``_decode``
 (``NAT_extended/search/search_spaces/ea_ofa_search_spaces.py``, with ``var2str``) does not:
 it decodes *every* slot, a zero one to a **random** (kernel, expansion) (``var2str(0)`` draws
