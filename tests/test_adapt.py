@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from natv2.errors import UserError
 from natv2.search import records_to_archive
 from natv2.space import SearchSpace
 from natv2.train import adapt
@@ -20,6 +21,7 @@ from natv2.train.adapt import (
     fit_archive_distributions,
 )
 from natv2.train.eps import StepRule, _clipped_backward
+from natv2.train.optim import OptimizerCarry
 from natv2.train.phases import continuous_resolutions
 from natv2.train.schedule import timm_cosine_epoch_lr
 
@@ -133,7 +135,7 @@ def test_adapt_supernet_wires_the_thesis_training(monkeypatch):
 
     def fake_train_phase(net, space, loader, phase, settings, train, teacher, device, seed,
                          show_progress=True, sampler=None, resolution_sampler=None, world=None,
-                         rule=None, lr_at=None):
+                         rule=None, lr_at=None, carry=None):
         rng = np.random.default_rng(0)
         seen["res"] = {resolution_sampler(rng) for _ in range(200)}
         seen["arch"] = sampler(rng, 20)
@@ -188,3 +190,74 @@ def test_adapt_supernet_wires_the_thesis_training(monkeypatch):
         Net(), SPACE, df, ["top1", "params"], loader=None,
         adaptation=_settings(epochs=0, top_n=4), device="cpu", seed=0, repair="fill")
     assert skipped["epochs"] == 0
+
+
+# ------------------------------------------------------------- the optimiser across rounds
+
+
+def _sgd_steps(w: torch.nn.Parameter, xs, carry: OptimizerCarry | None) -> None:
+    opt = torch.optim.SGD([w], lr=0.1, momentum=0.9, weight_decay=3e-4)
+    if carry is not None:
+        carry.restore(opt)
+    for x in xs:
+        opt.zero_grad()
+        ((w * x).sum() ** 2).backward()
+        opt.step()
+    if carry is not None:
+        carry.keep(opt)
+
+
+def test_optimizer_carry_makes_two_calls_one_optimiser():
+    """The thesis' one SuperNetTrainer optimiser through every round: round 2 goes on with
+    round 1's momentum; a fresh optimiser (``schedule: per_round``) does not."""
+    torch.manual_seed(0)
+    xs = [torch.randn(4) for _ in range(6)]
+    start = torch.randn(4)
+    one = torch.nn.Parameter(start.clone())
+    _sgd_steps(one, xs, OptimizerCarry())
+    carried, fresh = torch.nn.Parameter(start.clone()), torch.nn.Parameter(start.clone())
+    carry = OptimizerCarry()
+    _sgd_steps(carried, xs[:3], carry)
+    assert set(carry.state) == {0} and carry.state[0]["momentum_buffer"].device.type == "cpu"
+    _sgd_steps(carried, xs[3:], carry)
+    _sgd_steps(fresh, xs[:3], None)
+    _sgd_steps(fresh, xs[3:], None)
+    assert torch.equal(carried.detach(), one.detach())
+    assert not torch.allclose(fresh.detach(), one.detach())
+
+
+def test_optimizer_carry_refuses_a_state_of_another_network():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(3))], lr=0.1, momentum=0.9)
+    for state in ({0: {"momentum_buffer": torch.zeros(4)}}, {1: {"momentum_buffer": torch.zeros(3)}}):
+        with pytest.raises(UserError, match=r"optimiser state of round_01/supernet.pt does not fit"):
+            OptimizerCarry(state, source="round_01/supernet.pt").restore(opt)
+    OptimizerCarry(None).restore(opt)  # nothing carried: a fresh optimiser
+    assert opt.state_dict()["state"] == {}
+
+
+def test_train_phase_starts_from_the_carried_momentum():
+    """At learning rate 0 nothing moves but the momentum: ``buf = 0.9 buf + g`` each step, so a
+    run that starts from a carried buffer ``b`` ends ``0.9^n b`` away from a fresh one (the stem
+    convolution, which every step's sub-network uses)."""
+    from natv2.supernet import build_supernet
+    from natv2.train.eps import PhaseSettings, TrainSettings, train_phase
+
+    space = SearchSpace("SE_B", resolutions=[16], widths=[1.0])
+    g = torch.Generator().manual_seed(0)
+    batch = (torch.randn(8, 3, 16, 16, generator=g), torch.arange(8) % 10)
+    train = dataclasses.replace(TrainSettings.from_config({}), phases={}, kd_ratio=0.0)
+
+    def run(carry):
+        torch.manual_seed(0)
+        net = build_supernet("SE_B", n_classes=10, dropout=0.0)
+        train_phase(net, space, lambda seed: [batch] * 3, "kernel", PhaseSettings(1, 0.1, 0, 1),
+                    train, None, torch.device("cpu"), seed=1, show_progress=False,
+                    lr_at=lambda epoch, step: 0.0, carry=carry)
+        return net, carry
+
+    net, fresh = run(OptimizerCarry())
+    stem = next(i for i, (name, _) in enumerate(net.named_parameters()) if name == "first_conv.conv.weight")
+    b = {i: {"momentum_buffer": torch.full_like(e["momentum_buffer"], 2.0)} for i, e in fresh.state.items()}
+    _, carried = run(OptimizerCarry(b))
+    diff = carried.state[stem]["momentum_buffer"] - fresh.state[stem]["momentum_buffer"]
+    assert torch.allclose(diff, torch.full_like(diff, 2.0 * 0.9 ** 3), atol=1e-6)

@@ -40,7 +40,7 @@ from natv2.pipeline.search_stage import (
 )
 from natv2.records import record_files
 from natv2.search import read_archive
-from natv2.supernet import build_supernet, save_checkpoint
+from natv2.supernet import build_supernet, load_supernet, read_extra, save_checkpoint
 from natv2.train.adapt import AdaptSettings
 
 N_DOE = 6
@@ -177,6 +177,22 @@ def test_every_file_and_key(run_a):
         assert s["adaptation"]["epoch_lr"] == [pytest.approx(adaptation.lr_at(k - 1, 2))]
         assert s["adaptation"]["teacher"] == "supernet/supernet.pt"
     assert not list((root / "cache" / "adapted").glob("*.pt"))  # removed once written
+
+
+def test_each_round_hands_its_optimiser_momentum_to_the_next(run_a):
+    """The thesis' one optimiser through every round: each round's supernet.pt carries its
+    momentum buffers (``extra.optimizer_state``), one per trained parameter, and round 2 goes on
+    from round 1's (its buffers moved on from them)."""
+    root, _ = run_a
+    assert (read_extra(root / "supernet" / "supernet.pt") or {}).get("optimizer_state") is None
+    states = [read_extra(_round(root, k) / "supernet.pt")["optimizer_state"] for k in (1, 2)]
+    params = list(load_supernet(_round(root, 1) / "supernet.pt").parameters())
+    for state in states:
+        assert state and all(tuple(e["momentum_buffer"].shape) == tuple(params[i].shape)
+                             for i, e in state.items())
+    assert set(states[0]) <= set(states[1])
+    assert any(not torch.equal(states[0][i]["momentum_buffer"], states[1][i]["momentum_buffer"])
+               for i in states[0])
 
 
 def test_bounded_archive_keeps_n_doe(run_a):

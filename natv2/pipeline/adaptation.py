@@ -9,10 +9,13 @@ Round ``k``'s epochs are epochs ``(k - 1) * epochs ..`` of one schedule over all
 ``search.rounds`` rounds, and its fixed teacher (``teacher: fixed``) is the largest sub-network
 of the search's input super-network (stage 1's ``supernet.pt``), as the thesis' one
 ``SuperNetTrainer`` carries its schedule and teacher through every round of ``NAT.search``.
-Declared departures: the thesis' teacher has the largest architecture but the weights of its
-warm-up's phase-2 checkpoint (``run_nat_new.py``: ``teacher_weights`` from ``phase_2``, the
-super-network from ``phase_3``), and the optimiser's momentum is not carried from round to
-round here (each round is its own stage).
+The optimiser's momentum goes on from round to round too: each adapted checkpoint (and so
+round ``k``'s ``supernet.pt``) carries it in its ``extra`` (``optimizer_state``), and round
+``k + 1`` starts from it (:class:`natv2.train.optim.OptimizerCarry`), as the thesis' one
+optimiser, whose state its checkpoints save too (``nat.py`` ``optimizer_w1.0_state_dict``);
+``schedule: per_round`` starts each round fresh. Declared departure: the thesis' teacher has the
+largest architecture but the weights of its warm-up's phase-2 checkpoint (``run_nat_new.py``:
+``teacher_weights`` from ``phase_2``, the super-network from ``phase_3``).
 
 The adapted network waits under ``cache/adapted/`` (named by everything that determines it)
 until the round's outputs are written, so a stage killed during the re-evaluation does not redo
@@ -35,9 +38,10 @@ from natv2.pipeline.eval_cache import settings_hash
 from natv2.pipeline.search_context import SearchContext
 from natv2.search import archive_from_csv, normalize_archive
 from natv2.seeds import adaptation_seed
-from natv2.supernet import load_checkpoint, load_supernet, save_checkpoint
+from natv2.supernet import load_checkpoint, load_supernet, read_extra, save_checkpoint
 from natv2.train.adapt import AdaptSettings, adapt_supernet
 from natv2.train.eps import make_teacher
+from natv2.train.optim import OptimizerCarry
 
 
 @dataclass
@@ -90,17 +94,30 @@ def _teacher(ctx: SearchContext, adaptation: AdaptSettings) -> torch.nn.Module |
                         f"search.adaptation.teacher: current") from None
 
 
-def train_adaptation(ctx: SearchContext, k: int, archive: pd.DataFrame, adaptation: AdaptSettings
-                     ) -> dict[str, Any]:
+def input_carry(ctx: SearchContext, adaptation: AdaptSettings) -> OptimizerCarry | None:
+    """The optimiser state the loaded network's checkpoint carries (none in stage 1's file: a
+    fresh optimiser), or ``None`` when each round starts fresh (``schedule: per_round``)."""
+    if adaptation.schedule != "across_rounds":
+        return None
+    extra = read_extra(ctx.loaded.path)
+    state = extra.get("optimizer_state") if isinstance(extra, dict) else None
+    return OptimizerCarry(state, source=str(ctx.loaded.path))
+
+
+def train_adaptation(ctx: SearchContext, k: int, archive: pd.DataFrame, adaptation: AdaptSettings,
+                     carry: OptimizerCarry | None = None) -> dict[str, Any]:
     """Train the loaded network on round ``k``'s ``archive`` (every data-parallel process of
-    ``ctx.world`` calls this with the same archive); returns the training record."""
+    ``ctx.world`` calls this with the same archive), the optimiser from ``carry`` (default: the
+    loaded checkpoint's, :func:`input_carry`) and its state left there; returns the training
+    record."""
     rounds = int(ctx.cfg["search"]["rounds"])
+    carry = input_carry(ctx, adaptation) if carry is None else carry
     teacher = teacher_file(ctx, adaptation) or (ctx.loaded.path if adaptation.kd_ratio > 0 else None)
     record = adapt_supernet(
         ctx.net, ctx.space, archive, ctx.names, ctx.train_loader(), adaptation, ctx.device,
         seed=adaptation_seed(ctx.seed, k), repair=ctx.policy.repair,
         first_epoch=(int(k) - 1) * adaptation.epochs, total_epochs=rounds * adaptation.epochs,
-        teacher=_teacher(ctx, adaptation), show_progress=ctx.show, world=ctx.world)
+        teacher=_teacher(ctx, adaptation), show_progress=ctx.show, world=ctx.world, carry=carry)
     # the super-network whose largest sub-network taught, under the results folder
     root = ctx.layout.root
     record["teacher"] = (None if teacher is None else str(teacher.relative_to(root))
@@ -134,9 +151,13 @@ def _adapt(ctx: SearchContext, k: int, archive: pd.DataFrame, path: Path,
         share_archive(None, ctx.world)  # the other processes have nothing to train
         load_checkpoint(ctx.net, path)
         return {"epochs": adaptation.epochs, "reused": True}
-    record = train_adaptation(ctx, k, share_archive(archive, ctx.world), adaptation)
-    save_checkpoint(ctx.net, path, extra={"round": k, "adaptation": {
-        key: v for key, v in record.items() if isinstance(v, int | float | str)}})
+    carry = input_carry(ctx, adaptation)
+    record = train_adaptation(ctx, k, share_archive(archive, ctx.world), adaptation, carry)
+    extra = {"round": k, "adaptation": {
+        key: v for key, v in record.items() if isinstance(v, int | float | str)}}
+    if carry is not None:
+        extra["optimizer_state"] = carry.state
+    save_checkpoint(ctx.net, path, extra=extra)
     return record
 
 

@@ -32,8 +32,9 @@ off (the thesis builds the super-network with ``dropout_rate=0``); each step's r
 uniform over the multiples of 4 between the space's smallest and largest
 (``MyModRandomResizedCrop`` with ``CONTINUOUS = True``: the sampled ``r`` is dropped); one
 cosine schedule with its warm-up across every round's epochs
-(:func:`natv2.train.schedule.timm_cosine_epoch_lr`), not restarted per round (``schedule:
-per_round``: a cosine per step over each round's epochs, natv2's former rule). The teacher is
+(:func:`natv2.train.schedule.timm_cosine_epoch_lr`) and one optimiser, its momentum carried
+from round to round (``carry``), neither restarted per round (``schedule: per_round``: a fresh
+optimiser and a cosine per step over each round's epochs, natv2's former rule). The teacher is
 fixed: the largest sub-network (all exits, weighted by ``ensemble_weights`` in the thesis' order
 exit 1 first) of the search's input super-network; ``teacher: current`` takes each round's
 input instead. (The thesis' fixed teacher has that architecture but the weights of its
@@ -58,6 +59,7 @@ from natv2.search import archive_vectors, objectives, survive
 from natv2.space import Arch, SearchSpace
 from natv2.train.eps import PhaseSettings, StepRule, TrainSettings, make_teacher, train_phase
 from natv2.train.fitted_distributions import ArchSampler, FittedDistributions
+from natv2.train.optim import OptimizerCarry
 from natv2.train.phases import continuous_resolutions
 from natv2.train.schedule import timm_cosine_epoch_lr
 
@@ -200,13 +202,16 @@ def adapt_supernet(
     teacher: torch.nn.Module | None = None,
     show_progress: bool = True,
     world: World = SINGLE,
+    carry: OptimizerCarry | None = None,
 ) -> dict[str, Any]:
     """Train ``net`` in place on sub-networks sampled from the archive's best members.
 
     The round's epochs are epochs ``first_epoch ..`` of a schedule of ``total_epochs`` (default:
     this round's alone). ``teacher`` (a static network; with ``kd_ratio > 0``) defaults to the
     largest sub-network of ``net`` as it is now. ``repair`` is the policy's. ``loader(seed)``
-    returns one shuffled epoch of training batches. Returns the training record (name, epochs,
+    returns one shuffled epoch of training batches. ``carry`` hands the optimiser's momentum
+    from the previous round in and this round's out (``schedule: across_rounds``: the thesis'
+    one optimiser; :class:`natv2.train.optim.OptimizerCarry`). Returns the training record (name, epochs,
     seconds, loss, train_top1, epoch_loss, the epochs' learning rates ``epoch_lr``) plus
     ``top_n`` (members fitted).
     """
@@ -247,7 +252,7 @@ def adapt_supernet(
             net, space, loader, "adapt", settings, adaptation.train_settings(seed), teacher,
             device, seed=seed, show_progress=show_progress, sampler=sampler,
             resolution_sampler=resolution_sampler, world=world, rule=adaptation.rule,
-            lr_at=(lambda epoch, step: epoch_lr[epoch]) if across else None)
+            lr_at=(lambda epoch, step: epoch_lr[epoch]) if across else None, carry=carry)
     net.eval()
     record["epoch_lr"] = epoch_lr
     record["top_n"] = dist.n_fitted

@@ -50,7 +50,7 @@ from natv2.seeds import epoch_seed, phase_seed
 from natv2.space import SearchSpace
 from natv2.supernet import WidthSuperNets, load_checkpoint, read_extra, save_checkpoint
 from natv2.train.losses import distillation_loss, ensemble_logits, exit_weighted_loss
-from natv2.train.optim import param_groups
+from natv2.train.optim import OptimizerCarry, param_groups
 from natv2.train.phases import continuous_resolutions, elastic_dims, phases_for, sample_phase_arch
 from natv2.train.schedule import cosine_lr
 
@@ -238,7 +238,8 @@ def train_phase(net: nn.Module, space: SearchSpace, loader: Callable[[int], obje
                 sampler: Sampler | None = None,
                 resolution_sampler: Callable[[np.random.Generator], int] | None = None,
                 world: World = SINGLE, exit_loss_weights: Sequence[float] | None = None,
-                rule: StepRule = OFA_STEP, lr_at: Callable[[int, int], float] | None = None) -> dict:
+                rule: StepRule = OFA_STEP, lr_at: Callable[[int, int], float] | None = None,
+                carry: OptimizerCarry | None = None) -> dict:
     """Train ``net`` for one phase; returns {name, epochs, seconds, loss, train_top1} of its last
     epoch and ``epoch_loss``, the mean training loss of each epoch.
 
@@ -258,7 +259,9 @@ def train_phase(net: nn.Module, space: SearchSpace, loader: Callable[[int], obje
 
     ``rule`` (:class:`StepRule`) is OFA's by default. ``lr_at(epoch, step)`` gives the learning
     rate of a step of the phase (both 0-based); by default a linear warm-up over
-    ``settings.warmup_epochs`` then a cosine decay, per step (OFA).
+    ``settings.warmup_epochs`` then a cosine decay, per step (OFA). ``carry``
+    (:class:`natv2.train.optim.OptimizerCarry`): the optimiser starts from its state (momentum)
+    and hands its own back at the end; without it the optimiser starts fresh.
     """
     rng = np.random.default_rng(seed)
     sampler = sampler or phase_sampler(space, phase)
@@ -270,6 +273,8 @@ def train_phase(net: nn.Module, space: SearchSpace, loader: Callable[[int], obje
               else param_groups(net, train.weight_decay))
     optimizer = torch.optim.SGD(params, lr=settings.lr, momentum=train.momentum,
                                 nesterov=rule.nesterov, weight_decay=train.weight_decay)
+    if carry is not None:
+        carry.restore(optimizer)
     start = time.perf_counter()
     steps_per_epoch = len(loader(0))
     total = settings.epochs * steps_per_epoch
@@ -346,6 +351,8 @@ def train_phase(net: nn.Module, space: SearchSpace, loader: Callable[[int], obje
                 bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / seen:.3f}", top1=f"{100 * correct / seen:.1f}")
             loss_sum, correct, seen = sum_values([loss_sum, correct, seen], device)
             epoch_loss.append(round(loss_sum / max(seen, 1), 6))
+    if carry is not None:
+        carry.keep(optimizer)
     return {
         "name": phase,
         "epochs": settings.epochs,
