@@ -46,11 +46,12 @@ import _common  # noqa: E402
 
 from natv2.config import load_config  # noqa: E402
 from natv2.errors import UserError  # noqa: E402
-from natv2.files import write_json  # noqa: E402
+from natv2.files import file_sha256, write_json  # noqa: E402
 from natv2.layout import Layout  # noqa: E402
+from natv2.pipeline.eval_cache import settings_hash  # noqa: E402
 from natv2.pipeline.search_stage import run_init_archive, run_search_round  # noqa: E402
 from natv2.records import record_files  # noqa: E402
-from natv2.search import Reference, archive_hypervolume, read_archive  # noqa: E402
+from natv2.search import Policy, Reference, archive_hypervolume, read_archive  # noqa: E402
 from natv2.targets import param_limits  # noqa: E402
 
 SCRIPT = "benchmarks/search_quality.py"
@@ -81,10 +82,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "distribution": "scipy_best_fit"}},
     "natv2 with categorical adaptation": {"policy": "natv2", **_THESIS, "adaptation": {
         "distribution": "categorical"}},
-    # the thesis' decoding of inner zeros and its duplicate test (search.decoding, .duplicates)
-    "natv2 with the thesis' decoding": {"policy": "natv2", **_THESIS, "decoding": "thesis"},
-    "natv2 with the thesis' duplicate test": {"policy": "natv2", **_THESIS,
-                                              "duplicates": "thesis"},
+    # natv2's decoding of inner zeros and its duplicate test (search.decoding, .duplicates;
+    # the thesis' rules are the default)
+    "natv2 with canonical decoding": {"policy": "natv2", **_THESIS, "decoding": "canonical"},
+    "natv2 with canonical duplicates": {"policy": "natv2", **_THESIS,
+                                        "duplicates": "canonical"},
     "nat with adaptive switching (NAT paper)": {"policy": "nat", **_THESIS, "predictor": "as",
                                                 "features": "integer"},
 }
@@ -169,8 +171,24 @@ def install_supernet(source: Path, results: Path) -> None:
                                             "files": record_files(dest / "supernet.pt")})
 
 
+def run_settings(cfg) -> dict[str, Any]:
+    """What a run's results depend on, besides the code: the resolved config, the policy's
+    settings (the presets' defaults) and the super-network's sha256."""
+    layout = Layout.from_config(cfg)
+    return {"config": settings_hash(cfg), "policy": Policy.from_config(cfg).as_dict(),
+            "supernet": file_sha256(layout.supernet)}
+
+
 def run_one(cfg, rounds: int) -> list[dict[str, Any]]:
-    """init-archive and rounds 1..R (each skipped when its stats.json exists); their stats."""
+    """init-archive and rounds 1..R (each skipped when its stats.json exists and the run's
+    settings, ``benchmark-run.json``, are the same; else the run's search starts over); their
+    stats."""
+    layout = Layout.from_config(cfg)
+    record = layout.root / "benchmark-run.json"
+    settings = json.loads(json.dumps(run_settings(cfg), default=str))
+    if not record.is_file() or json.loads(record.read_text()) != settings:
+        shutil.rmtree(layout.round_dir(0).parent, ignore_errors=True)  # the eval cache stays valid
+        write_json(record, settings)
     stats = []
     for k in range(rounds + 1):
         path = Layout.from_config(cfg).stats(k)
