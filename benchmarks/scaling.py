@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = run_config(args.config, results, None, 1,
                          {"policy": "natv2", "n_doe": n, "candidates": c,
                           "adaptation": {"top_n": n}})
-        install_supernet(args.supernet.resolve(), results)
+        install_supernet(args.supernet.resolve(), results, cfg)
         init, round1 = run_one(cfg, 1)
         rows.append({"n": n, "c": c, "init": init, "round": round1})
         print(f"n_doe {n}, candidates {c}: init {init['seconds']:.1f} s "

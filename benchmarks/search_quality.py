@@ -48,11 +48,15 @@ from natv2.config import load_config  # noqa: E402
 from natv2.errors import UserError  # noqa: E402
 from natv2.files import file_sha256, write_json  # noqa: E402
 from natv2.layout import Layout  # noqa: E402
+from natv2.pipeline.context import space_from_config  # noqa: E402
 from natv2.pipeline.eval_cache import settings_hash  # noqa: E402
 from natv2.pipeline.search_stage import run_init_archive, run_search_round  # noqa: E402
+from natv2.pipeline.supernet_stage import save_teacher  # noqa: E402
 from natv2.records import record_files  # noqa: E402
 from natv2.search import Policy, Reference, archive_hypervolume, read_archive  # noqa: E402
+from natv2.supernet import load_supernet  # noqa: E402
 from natv2.targets import param_limits  # noqa: E402
+from natv2.train.eps import make_teacher  # noqa: E402
 
 SCRIPT = "benchmarks/search_quality.py"
 BLOCK = "search_quality"
@@ -157,18 +161,23 @@ def run_config(base: str, results: Path, seed: int | None, rounds: int,
                                         "search": {**search, **seeded, "rounds": int(rounds)}})
 
 
-def install_supernet(source: Path, results: Path) -> None:
-    dest = results / "supernet"
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in ("supernet.pt", "supernet.json"):
-        if (source / name).is_file() and not (dest / name).is_file():
-            shutil.copyfile(source / name, dest / name)
-    if not (dest / "supernet.pt").is_file():
+def install_supernet(source: Path, results: Path, cfg) -> None:
+    """The supernet stage's files from ``source`` under ``results`` (each copied when missing or
+    different); for a bare ``supernet.pt`` its record and teacher made as the stage would."""
+    layout = Layout(results)
+    layout.supernet_dir.mkdir(parents=True, exist_ok=True)
+    for dest in (layout.supernet, layout.supernet_teacher, layout.supernet_json):
+        src = source / dest.name
+        if src.is_file() and (not dest.is_file() or file_sha256(src) != file_sha256(dest)):
+            shutil.copyfile(src, dest)
+    if not layout.supernet.is_file():
         raise UserError(f"--supernet {source}: no supernet.pt there; run the pipeline's "
                         f"supernet stage (or benchmarks/pipeline_cost.py) first")
-    if not (dest / "supernet.json").is_file():  # a bare checkpoint: record it as the stage would
-        write_json(dest / "supernet.json", {"installed_from": str(source),
-                                            "files": record_files(dest / "supernet.pt")})
+    if not (source / "supernet.json").is_file():  # a bare checkpoint: record it as the stage would
+        save_teacher(make_teacher(load_supernet(layout.supernet), space_from_config(cfg)), layout,
+                     "the super-network's largest")
+        write_json(layout.supernet_json, {"installed_from": str(source), "files": record_files(
+            layout.supernet, layout.supernet_teacher)})
 
 
 def run_settings(cfg) -> dict[str, Any]:
@@ -418,7 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             results = (args.work / slug(name) / f"seed_{seed}").resolve()
             cfg = run_config(args.config, results, seed, args.rounds, search)
             try:
-                install_supernet(args.supernet.resolve(), results)
+                install_supernet(args.supernet.resolve(), results, cfg)
             except UserError as exc:
                 print(f"search_quality: {exc}", file=sys.stderr)
                 return 2

@@ -7,7 +7,8 @@ takes ``results_dir`` from a config.
 
 ::
 
-    <results>/supernet/supernet.pt, supernet.json       stage supernet (work/: EPS phase checkpoints)
+    <results>/supernet/supernet.pt, teacher.pt, supernet.json
+                                                        stage supernet (work/: EPS phase checkpoints)
     <results>/latency/table.json                        stage latency_table (latency objective)
     <results>/search/round_00/archive.csv, evaluated.csv, stats.json          stage init_archive
     <results>/search/round_KK/archive.csv, candidates.csv, stats.json, supernet.pt
@@ -90,6 +91,11 @@ class Layout:
     def supernet(self) -> Path:
         """The stage-1 super-network checkpoint."""
         return self.supernet_dir / "supernet.pt"
+
+    @property
+    def supernet_teacher(self) -> Path:
+        """The search's fixed distillation teacher (a static network), written by stage 1."""
+        return self.supernet_dir / "teacher.pt"
 
     @property
     def supernet_json(self) -> Path:

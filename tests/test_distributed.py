@@ -110,7 +110,7 @@ def test_supernet_stage_under_torchrun(tmp_path):
         runs.append(tmp_path / name)
         assert result.stdout.count("supernet: EE_B w1.0 ready") == 1, result.stdout
     first, second = runs
-    assert _files(first) == ["supernet/supernet.json", "supernet/supernet.pt",
+    assert _files(first) == ["supernet/supernet.json", "supernet/supernet.pt", "supernet/teacher.pt",
                              *(f"supernet/work/phase_{i:02d}_{p}.{ext}" for i, p in enumerate(["full", "kernel", "depth"])
                                for ext in ("json", "pt"))]
     info = json.loads((first / "supernet/supernet.json").read_text())

@@ -29,6 +29,7 @@ from natv2.files import file_sha256, write_json
 from natv2.layout import Layout
 from natv2.lifeline import WATCH_ENV, watch_token
 from natv2.pipeline import search_context, search_stage
+from natv2.pipeline.context import space_from_config
 from natv2.pipeline.eval_cache import CachedEvaluate, EvalCache
 from natv2.pipeline.search_stage import (
     STEP_NAMES,
@@ -38,10 +39,12 @@ from natv2.pipeline.search_stage import (
     run_init_archive,
     run_search_round,
 )
+from natv2.pipeline.supernet_stage import save_teacher
 from natv2.records import record_files
 from natv2.search import read_archive
 from natv2.supernet import build_supernet, load_supernet, read_extra, save_checkpoint
 from natv2.train.adapt import AdaptSettings
+from natv2.train.eps import make_teacher
 
 N_DOE = 6
 KILL_AFTER = 5
@@ -77,10 +80,12 @@ def supernet_file(tmp_path_factory) -> Path:
 
 
 def _install(supernet_file: Path, root: Path) -> None:
-    (root / "supernet").mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(supernet_file, root / "supernet" / "supernet.pt")
-    write_json(root / "supernet" / "supernet.json",
-               {"files": record_files(root / "supernet" / "supernet.pt")})
+    layout = Layout(root)
+    layout.supernet_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(supernet_file, layout.supernet)
+    save_teacher(make_teacher(load_supernet(layout.supernet), space_from_config(make_cfg(root))),
+                 layout, "the super-network's largest")
+    write_json(layout.supernet_json, {"files": record_files(layout.supernet, layout.supernet_teacher)})
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +180,7 @@ def test_every_file_and_key(run_a):
         # one schedule over both rounds (epoch k - 1 of 2), one fixed teacher: stage 1's network
         adaptation = AdaptSettings.from_config(make_cfg(root))
         assert s["adaptation"]["epoch_lr"] == [pytest.approx(adaptation.lr_at(k - 1, 2))]
-        assert s["adaptation"]["teacher"] == "supernet/supernet.pt"
+        assert s["adaptation"]["teacher"] == "supernet/teacher.pt"
     assert not list((root / "cache" / "adapted").glob("*.pt"))  # removed once written
 
 

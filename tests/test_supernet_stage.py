@@ -20,10 +20,19 @@ from loopback import LoopbackServer
 from natv2.cli import main
 from natv2.config import validate
 from natv2.errors import UserError
+from natv2.pipeline.context import space_from_config
 from natv2.pipeline.supernet_stage import run_supernet
-from natv2.supernet import build_supernet, load_supernet, save_checkpoint, sources
+from natv2.supernet import (
+    build_supernet,
+    load_static,
+    load_supernet,
+    read_extra,
+    save_checkpoint,
+    sources,
+)
 from natv2.supernet.download import download
 from natv2.supernet.sources import PRETRAINED, fetch_source
+from natv2.train.eps import make_teacher
 
 SMALL = {"ks_list": [3], "expand_list": [3]}  # small; depth_list stays [2, 3, 4] (the space has 4 slots a stage)
 PHASES = ("full", "kernel", "net_width", "net_depth", "depth", "expand")
@@ -99,6 +108,12 @@ def test_train_writes_checkpoint_and_json_and_resumes(tmp_path):
     assert info["seconds"] >= sum(p["seconds"] for p in info["phases"])
     net = load_supernet(out / "supernet.pt")
     assert net.family == "SE_B" and net.n_classes == 10
+    # without a warm-up the search's teacher is the super-network's largest network
+    assert set(info["files"]) == {"supernet.pt", "teacher.pt"}
+    teacher, largest = load_static(out / "teacher.pt"), make_teacher(net, space_from_config(cfg))
+    assert teacher.config() == largest.config()
+    assert all(torch.equal(v, largest.state_dict()[k]) for k, v in teacher.state_dict().items())
+    assert read_extra(out / "teacher.pt") == {"origin": "the super-network's largest"}
     assert sorted(p.name for p in (out / "work").iterdir()) == sorted(
         f"phase_{i:02d}_{p}.{ext}" for i, p in enumerate(["full", "kernel", "depth", "expand"])
         for ext in ("pt", "json"))  # the JSON beside each checkpoint: its records with wall times
@@ -181,6 +196,13 @@ def test_two_widths_from_one_file_each_get_the_thesis_warm_up(tmp_path):
     for trained, (_, source) in zip(net.nets, srcs, strict=True):
         key = "blocks.1.conv.depth_conv.conv.conv.weight"
         assert not torch.equal(trained.state_dict()[key], source.state_dict()[key])
+    # the search's teacher: the w1.2 largest as phase 2 left it (run_nat_new.py teacher_weights),
+    # not as the joint phase 3 went on to train it
+    teacher = load_static(out.parent / "teacher.pt")
+    final = make_teacher(net, space_from_config(cfg))
+    assert read_extra(out.parent / "teacher.pt") == {"origin": "the warm-up's first step"}
+    assert teacher.config() == final.config()  # the widest width's largest architecture
+    assert any(not torch.equal(v, final.state_dict()[k]) for k, v in teacher.state_dict().items())
 
     # the result, one file of both widths, is a source of both widths (all tensors, no warm-up)
     again = make_config(tmp_path / "again", width_mult=[1.0, 1.2], source={"file": str(out)}, **SMALL)

@@ -31,7 +31,7 @@ def test_warm_up_trains_with_the_thesis_rule_and_schedule(monkeypatch):
         drop = [m.p for m in net.modules() if isinstance(m, torch.nn.Dropout)]
         calls.append({"phase": phase, "train": train, "rule": rule, "sampler": sampler,
                       "lr": [lr_at(e, 0) for e in range(settings.epochs)], "dropout": drop,
-                      "teacher": teacher is not None})
+                      "teacher": teacher is not None, "teacher_net": teacher})
         return {"name": phase, "epochs": settings.epochs}
 
     monkeypatch.setattr(wu, "train_phase", fake_train_phase)
@@ -40,12 +40,16 @@ def test_warm_up_trains_with_the_thesis_rule_and_schedule(monkeypatch):
     cfg = {"supernet": {"warmup": {"largest_epochs": 6, "supernet_epochs": 4, "largest_warmup_epochs": 2,
                                    "supernet_warmup_epochs": 1, "lr": 0.01}}}
     train = TrainSettings.from_config({"supernet": {"train": {"label_smoothing": 0.1}}})
+    kept = []
     records = wu.warm_up(net, space, lambda seed: [], train, WarmupSettings.from_config(cfg),
-                         torch.device("cpu"), show_progress=False)
+                         torch.device("cpu"), show_progress=False, keep_teacher=kept.append)
     assert [r["name"] for r in records] == ["warmup_largest", "warmup_supernet"]
     largest, sup = calls
+    assert train.ensemble_weights == (0.06, 0.13, 0.20, 0.27, 0.34)  # EPS' ENS-KD order
     for c in calls:
         assert c["train"].weight_decay == 3e-4 and c["train"].label_smoothing == 0.0
+        # run_nat_warmup.py ensemble_weights: exit 1 first
+        assert c["train"].ensemble_weights == (0.34, 0.27, 0.20, 0.13, 0.06)
         assert c["rule"].nesterov is False and c["rule"].decay_all and c["rule"].grad_clip == 5.0
         assert set(c["dropout"]) == {0.0}
     assert all(m.p == 0.1 for m in net.modules() if isinstance(m, torch.nn.Dropout))  # restored
@@ -54,6 +58,8 @@ def test_warm_up_trains_with_the_thesis_rule_and_schedule(monkeypatch):
     assert largest["lr"][2] == pytest.approx(0.01 * (1 + np.cos(np.pi * 2 / 6)) / 2)
     assert sup["lr"][0] == pytest.approx(1e-4) and sup["lr"][1] == pytest.approx(0.01 * (1 + np.cos(np.pi / 4)) / 2)
     assert largest["sampler"] is None and not largest["teacher"] and sup["teacher"]
+    # the search's teacher is the one phase 3 distilled from: the largest as step 1 left it
+    assert len(kept) == 1 and kept[0] is sup["teacher_net"]
     # phase 3 samples every variable uniformly (zeros pushed), so depth 4 is the most common
     rng = np.random.default_rng(0)
     archs = [sup["sampler"](rng, 20) for _ in range(300)]

@@ -6,16 +6,16 @@ then evaluated again with the adapted weights (cached under the adapted file's s
 when ``search.adaptation.epochs`` is 0: the round hands on its input network unchanged.
 
 Round ``k``'s epochs are epochs ``(k - 1) * epochs ..`` of one schedule over all
-``search.rounds`` rounds, and its fixed teacher (``teacher: fixed``) is the largest sub-network
-of the search's input super-network (stage 1's ``supernet.pt``), as the thesis' one
-``SuperNetTrainer`` carries its schedule and teacher through every round of ``NAT.search``.
+``search.rounds`` rounds, and its fixed teacher (``teacher: fixed``) is stage 1's
+``teacher.pt`` (the largest network after a warm-up's first step, the thesis' phase-2
+checkpoint; without a warm-up the input super-network's largest:
+:mod:`natv2.pipeline.supernet_stage`), as the thesis' one ``SuperNetTrainer`` carries its
+schedule and teacher through every round of ``NAT.search``.
 The optimiser's momentum goes on from round to round too: each adapted checkpoint (and so
 round ``k``'s ``supernet.pt``) carries it in its ``extra`` (``optimizer_state``), and round
 ``k + 1`` starts from it (:class:`natv2.train.optim.OptimizerCarry`), as the thesis' one
 optimiser, whose state its checkpoints save too (``nat.py`` ``optimizer_w1.0_state_dict``);
-``schedule: per_round`` starts each round fresh. Declared departure: the thesis' teacher has the
-largest architecture but the weights of its warm-up's phase-2 checkpoint (``run_nat_new.py``:
-``teacher_weights`` from ``phase_2``, the super-network from ``phase_3``).
+``schedule: per_round`` starts each round fresh.
 
 The adapted network waits under ``cache/adapted/`` (named by everything that determines it)
 until the round's outputs are written, so a stage killed during the re-evaluation does not redo
@@ -36,11 +36,12 @@ from natv2.errors import UserError
 from natv2.files import file_sha256, first_line
 from natv2.pipeline.eval_cache import settings_hash
 from natv2.pipeline.search_context import SearchContext
+from natv2.records import check_recorded
 from natv2.search import archive_from_csv, normalize_archive
 from natv2.seeds import adaptation_seed
-from natv2.supernet import load_checkpoint, load_supernet, read_extra, save_checkpoint
+from natv2.supernet import load_checkpoint, load_static, read_extra, save_checkpoint
 from natv2.train.adapt import AdaptSettings, adapt_supernet
-from natv2.train.eps import make_teacher
+from natv2.train.eps import frozen_teacher
 from natv2.train.optim import OptimizerCarry
 
 
@@ -60,12 +61,11 @@ class Adapted:
 
 
 def teacher_file(ctx: SearchContext, adaptation: AdaptSettings) -> Path | None:
-    """The checkpoint whose largest sub-network teaches the loaded network, or ``None`` when
-    that is the loaded network itself (no distillation, ``teacher: current``, or round 1)."""
+    """The fixed teacher's file (stage 1's ``teacher.pt``), or ``None`` when the loaded
+    network's own largest sub-network teaches (``teacher: current``) or nothing does."""
     if adaptation.kd_ratio <= 0 or adaptation.teacher != "fixed":
         return None
-    path = ctx.layout.supernet
-    return None if ctx.loaded.path.resolve() == path.resolve() else path
+    return ctx.layout.supernet_teacher
 
 
 def adapted_path(ctx: SearchContext, archive_df: pd.DataFrame, k: int) -> Path:
@@ -86,12 +86,14 @@ def _teacher(ctx: SearchContext, adaptation: AdaptSettings) -> torch.nn.Module |
     path = teacher_file(ctx, adaptation)
     if path is None:
         return None
+    check_recorded(path, ctx.layout.supernet_json, "natv2 supernet")
     try:
-        return make_teacher(load_supernet(path), ctx.space)
+        teacher = load_static(path)
     except (OSError, KeyError, TypeError) as exc:
-        raise UserError(f"cannot read the adaptation's teacher super-network {path}: "
-                        f"{first_line(exc)}; rerun `natv2 supernet` or set "
-                        f"search.adaptation.teacher: current") from None
+        raise UserError(f"cannot read the adaptation's teacher {path}: {first_line(exc)}; "
+                        f"rerun `natv2 supernet` or set search.adaptation.teacher: current"
+                        ) from None
+    return frozen_teacher(teacher)
 
 
 def input_carry(ctx: SearchContext, adaptation: AdaptSettings) -> OptimizerCarry | None:
@@ -118,7 +120,7 @@ def train_adaptation(ctx: SearchContext, k: int, archive: pd.DataFrame, adaptati
         seed=adaptation_seed(ctx.seed, k), repair=ctx.policy.repair,
         first_epoch=(int(k) - 1) * adaptation.epochs, total_epochs=rounds * adaptation.epochs,
         teacher=_teacher(ctx, adaptation), show_progress=ctx.show, world=ctx.world, carry=carry)
-    # the super-network whose largest sub-network taught, under the results folder
+    # the file of the network that taught, under the results folder
     root = ctx.layout.root
     record["teacher"] = (None if teacher is None else str(teacher.relative_to(root))
                          if teacher.is_relative_to(root) else str(teacher))

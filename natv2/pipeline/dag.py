@@ -121,11 +121,11 @@ def round_outputs(layout: Layout, k: int) -> tuple[str, ...]:
 
 
 def round_inputs(layout: Layout, k: int, table: bool = False) -> tuple[str, ...]:
-    """(previous archive.csv, round 0 stats.json, input supernet.pt[, stage 1's supernet.pt, the
-    adaptation's fixed teacher][, latency table]) of round ``k >= 1``."""
-    teacher = (layout.supernet,) if int(k) > 1 else ()
+    """(previous archive.csv, round 0 stats.json, input supernet.pt, stage 1's teacher.pt (the
+    adaptation's fixed teacher)[, latency table]) of round ``k >= 1``."""
     extra = (layout.latency_table,) if table else ()
-    return _paths((layout.archive(k - 1), layout.stats(0), layout.input_supernet(k), *teacher, *extra))
+    return _paths((layout.archive(k - 1), layout.stats(0), layout.input_supernet(k),
+                   layout.supernet_teacher, *extra))
 
 
 def rank_outputs(layout: Layout, n: int) -> tuple[str, ...]:
@@ -175,7 +175,8 @@ def stages(cfg: Mapping[str, Any]) -> list[Stage]:
     layout = Layout.from_config(cfg)
     rounds, slots, shards = int(cfg["search"]["rounds"]), int(cfg["finetune"]["slots"]), int(cfg["search"]["shards"])
     out: list[Stage] = [
-        Stage("supernet", "supernet", ("supernet",), (), _paths((layout.supernet, layout.supernet_json)),
+        Stage("supernet", "supernet", ("supernet",), (),
+              _paths((layout.supernet, layout.supernet_teacher, layout.supernet_json)),
               keys=STAGE_KEYS["supernet"]),
         Stage("init_archive", "init_archive", ("init-archive",), (str(layout.supernet),),
               round_outputs(layout, 0), keys=STAGE_KEYS["init_archive"]),

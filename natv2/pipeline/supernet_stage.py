@@ -1,6 +1,7 @@
 """Stage ``supernet``: turn ``supernet.source`` into a ready super-network for this dataset.
 
-Writes ``<results>/supernet/supernet.pt`` (our checkpoint format) and ``supernet.json``
+Writes ``<results>/supernet/supernet.pt`` (our checkpoint format), ``teacher.pt`` (the
+search's fixed distillation teacher, :func:`save_teacher`) and ``supernet.json``
 (family, width, source, sha256 of the source file, phases with epochs and wall time,
 validation top-1 of the largest and smallest sub-networks after BN recalibration). For
 early-exit families the record of the ``full`` phase (and of the warm-up's first step) holds
@@ -20,13 +21,20 @@ source is one natv2 file of all widths or a list of one source per width, and th
 trains each width's largest network, then both widths together (``natv2.train.warmup``).
 ``supernet.pt`` then holds a ``WidthSuperNets``; ``val_top1`` gives the space's bounds (the
 narrowest width's smallest, the widest width's largest) and, under ``widths``, each width's.
+
+The teacher is a static network of the space's largest architecture (all exits for early-exit
+families): after a warm-up, as its first step left the widest width's largest network (the
+thesis' ``run_nat_new.py`` takes the teacher's weights from its warm-up's phase-2 checkpoint,
+the largest network before the joint phase 3); otherwise the ready super-network's largest.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Mapping
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -45,7 +53,7 @@ from natv2.supernet import WidthSuperNets, build_supernet, save_checkpoint
 from natv2.supernet.sources import fit_head, open_source
 from natv2.supernet.widths import width_list
 from natv2.train.aep import exit_accuracies
-from natv2.train.eps import TrainSettings, WarmupSettings, train_supernet
+from natv2.train.eps import TrainSettings, WarmupSettings, make_teacher, train_supernet
 from natv2.train.warmup import warm_up
 
 
@@ -103,6 +111,12 @@ def validation_top1(net, space: SearchSpace, splits, device) -> dict[str, Any]:
                                   "smallest": evaluator(space.at_width(w).smallest())["top1"]}
                          for w in space.widths}
     return out
+
+
+def save_teacher(teacher: torch.nn.Module, layout: Layout, origin: str) -> Path:
+    """Write the search's fixed teacher ``teacher`` (a static network) to ``teacher.pt``;
+    ``origin`` says which weights it has (kept in the file's ``extra``)."""
+    return save_checkpoint(teacher, layout.supernet_teacher, extra={"origin": origin})
 
 
 def run_supernet(cfg: Mapping[str, Any], show_progress: bool = True) -> dict:
@@ -173,12 +187,14 @@ def _run_supernet(cfg: Mapping[str, Any], show_progress: bool, world: World, dev
     else:
         nets, phases = [o.net for o in opened], []
     net = WidthSuperNets(nets) if len(nets) > 1 else nets[0]
+    kept: list[torch.nn.Module] = []  # as the warm-up's first step left it (phase 3 runs it)
     if all(o.net is not None for o in opened):
         net.to(device)
         if fit_head(net, splits.n_classes):
             net.to(device)
             phases = warm_up(net, space, loader, train, WarmupSettings.from_config(cfg), device,
-                             show_progress, world, after_phase=after_phase)
+                             show_progress, world, after_phase=after_phase,
+                             keep_teacher=lambda t: kept.append(copy.deepcopy(t).cpu()))
     net.eval()
     if not world.writer:
         return {}
@@ -199,7 +215,9 @@ def _run_supernet(cfg: Mapping[str, Any], show_progress: bool, world: World, dev
     }
     open_set(layout.supernet_json)
     save_checkpoint(net, layout.supernet, extra={"info": info})
-    info["files"] = record_files(layout.supernet)
+    save_teacher(kept[0] if kept else make_teacher(net, space), layout,
+                 "the warm-up's first step" if kept else "the super-network's largest")
+    info["files"] = record_files(layout.supernet, layout.supernet_teacher)
     info["seconds"] = round(time.perf_counter() - start, 3)
     write_json(layout.supernet_json, info)
     return info

@@ -103,6 +103,7 @@ class WarmupSettings:
     largest: PhaseSettings
     supernet: PhaseSettings
     exit_loss_weights: Sequence[float]
+    ensemble_weights: Sequence[float]
     warmup_lr: float
     weight_decay: float
     grad_clip: float
@@ -114,7 +115,8 @@ class WarmupSettings:
         return cls(largest=PhaseSettings(w["largest_epochs"], w["lr"], w["largest_warmup_epochs"], 1),
                    supernet=PhaseSettings(w["supernet_epochs"], w["lr"], w["supernet_warmup_epochs"],
                                           w["subnets_per_step"]),
-                   exit_loss_weights=tuple(w["exit_loss_weights"]), warmup_lr=float(w["warmup_lr"]),
+                   exit_loss_weights=tuple(w["exit_loss_weights"]),
+                   ensemble_weights=tuple(w["ensemble_weights"]), warmup_lr=float(w["warmup_lr"]),
                    weight_decay=float(w["weight_decay"]), grad_clip=float(w["grad_clip"]),
                    label_smoothing=float(w["label_smoothing"]))
 
@@ -146,11 +148,23 @@ OFA_STEP = StepRule(nesterov=True, decay_all=False, grad_clip=0.0, kd_mean=False
 
 
 def make_teacher(net: nn.Module, space: SearchSpace) -> nn.Module:
-    """A frozen static copy of the largest sub-network (all exits for early-exit families)."""
+    """A frozen static copy of the largest sub-network (all exits for early-exit families),
+    without dropout (:func:`frozen_teacher`)."""
     largest = space.largest()
-    teacher = net.extract(largest, all_exits=True) if space.has_nd else net.extract(largest)
+    return frozen_teacher(net.extract(largest, all_exits=True) if space.has_nd
+                          else net.extract(largest))
+
+
+def frozen_teacher(teacher: nn.Module) -> nn.Module:
+    """``teacher`` with no trainable parameter and every dropout at 0, in place: the thesis'
+    teachers have none (``run_ofa_distributed.py``: the EPS teacher ``dropout_rate=0`` outside
+    the ``full`` task; ``NAT_extended/supernets/supernet.py``: the warm-up's and search's
+    super-network) and run in train mode (:func:`teacher_logits`), where a dropout would act."""
     for p in teacher.parameters():
         p.requires_grad_(False)
+    for m in teacher.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = 0.0
     return teacher
 
 
