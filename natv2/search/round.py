@@ -1,13 +1,13 @@
 """One search round, the only implementation: propose, evaluate, update the archive.
 
 :func:`propose` fits the policy's accuracy predictor on the archive, evolves against (predicted
-error, exact cheap objectives), decodes the population (``search.decoding``: the thesis' ``_decode`` by
-default), drops architectures already in the archive (``search.duplicates``: the thesis' test by
-default, ``canonical`` compares networks), subset-selects the policy's ``candidates`` against the archive's non-dominated
-front (the thesis' ``msunas.py`` ``_next`` and ``subset_selection``) and tops them up with new random
-samples if the search found too few new ones (a policy without predictor samples them
-uniformly; the thesis would evaluate fewer). :func:`candidate_rows` turns the evaluated
-proposal into archive rows; :meth:`Policy.update_archive` merges them. :func:`run_round` chains
+error, exact cheap objectives), decodes the population (``search.decoding``: the thesis'
+``_decode`` by default), drops architectures already in the archive (``search.duplicates``: the
+thesis' test by default, ``canonical`` compares networks), subset-selects the policy's
+``candidates`` against the archive's non-dominated front (the thesis' ``msunas.py`` ``_next``
+and ``subset_selection``) and tops them up with new random samples if the search found too few
+new ones (a policy without predictor samples them uniformly; the thesis would evaluate fewer).
+:func:`candidate_rows` turns the evaluated proposal into archive rows; :meth:`Policy.update_archive` merges them. :func:`run_round` chains
 the three in one process; the search stage runs exactly this (``natv2 search-round``), or the
 same steps one by one across processes when a round is scattered over shards. Super-network
 adaptation and re-evaluation (torch) are the stage's.

@@ -1,8 +1,8 @@
 """The thesis' decoding of a vector with zeros, and its duplicate test (``search.decoding`` and
 ``search.duplicates: thesis``, the default of every policy).
 
-natv2's option ``canonical`` decodes a vector deterministically: a stage's active blocks are its non-zero codes, in
-order (:func:`natv2.space.encoding.vector_to_arch`). The thesis' ``_decode``
+natv2's option ``canonical`` decodes a vector deterministically: a stage's active blocks are
+its non-zero codes, in order (:func:`natv2.space.encoding.vector_to_arch`). The thesis' ``_decode``
 (``NAT_extended/search/search_spaces/ea_ofa_search_spaces.py``, with ``var2str``) does not:
 it decodes *every* slot, a zero one to a **random** (kernel, expansion) (``var2str(0)`` draws
 a code uniformly from 1..max), and sets the stage's depth to the number of non-zero slots, so

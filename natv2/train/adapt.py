@@ -35,10 +35,10 @@ cosine schedule with its warm-up across every round's epochs
 (:func:`natv2.train.schedule.timm_cosine_epoch_lr`) and one optimiser, its momentum carried
 from round to round (``carry``), neither restarted per round (``schedule: per_round``: a fresh
 optimiser and a cosine per step over each round's epochs, natv2's former rule). The teacher is
-fixed: the largest sub-network (all exits, weighted by ``ensemble_weights`` in the thesis' order
-exit 1 first) of the search's input super-network; ``teacher: current`` takes each round's
-input instead. (The thesis' fixed teacher has that architecture but the weights of its
-warm-up's phase-2 checkpoint, ``run_nat_new.py`` ``teacher_weights``: a declared departure.)
+fixed: the largest network (all exits, weighted by ``ensemble_weights`` in the thesis' order
+exit 1 first) of stage 1's ``teacher.pt`` (the thesis' ``run_nat_new.py`` ``teacher_weights``,
+:mod:`natv2.pipeline.adaptation`), without dropout; ``teacher: current`` takes each round's
+input's largest instead.
 """
 
 from __future__ import annotations
@@ -211,9 +211,9 @@ def adapt_supernet(
     largest sub-network of ``net`` as it is now. ``repair`` is the policy's. ``loader(seed)``
     returns one shuffled epoch of training batches. ``carry`` hands the optimiser's momentum
     from the previous round in and this round's out (``schedule: across_rounds``: the thesis'
-    one optimiser; :class:`natv2.train.optim.OptimizerCarry`). Returns the training record (name, epochs,
-    seconds, loss, train_top1, epoch_loss, the epochs' learning rates ``epoch_lr``) plus
-    ``top_n`` (members fitted).
+    one optimiser; :class:`natv2.train.optim.OptimizerCarry`). Returns the training record
+    (name, epochs, seconds, loss, train_top1, epoch_loss, the epochs' learning rates
+    ``epoch_lr``) plus ``top_n`` (members fitted).
     """
     start = time.perf_counter()
     epochs = adaptation.epochs

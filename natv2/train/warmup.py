@@ -6,8 +6,9 @@ early-exit families all its exits together, ``WarmupSettings.exit_loss_weights``
 whole super-network (phase 3, ``SuperNetTrainer``) on ``subnets_per_step`` sub-networks a step,
 each variable of the encoding uniform (the thesis' ``search_space.sample``, zeros pushed to the
 stage ends; with several widths the width too), with knowledge distillation from the widest
-width's largest network as the first step left it (also the search's adaptation teacher, as the
-thesis' ``run_nat_new.py`` loads its phase-2 checkpoint: ``teacher.pt`` of the stage). Both steps train as those trainers do
+width's largest network as the first step left it (also the search's adaptation teacher, as
+the thesis' ``run_nat_new.py`` loads its phase-2 checkpoint: the stage's ``teacher.pt``). Both
+steps train as those trainers do
 (``NAT_extended/train/trainer.py``): SGD momentum without Nesterov, weight decay on every
 parameter, the gradient norm clipped after each sub-network's backward, plain cross entropy,
 dropout 0 (the thesis builds the super-network with ``dropout_rate=0``), the KD loss ``(CE + kd
