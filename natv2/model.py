@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from natv2.data import GRAYSCALE_DATASETS
 from natv2.errors import UserError
 from natv2.files import atomic_write, read_json, write_json
 from natv2.layout import ARCH_FILE, HISTORY_FILE, INT8_ONNX_FILE, METRICS_FILE, MODEL_FILE
@@ -73,7 +74,7 @@ def arch_info(arch: Any, encoding: str, splits: Any) -> dict[str, Any]:
         "normalization": {"mean": mean, "std": std},
         "class_names": [str(c) for c in splits.class_names],
         "dataset": getattr(splits, "name", None),
-        "grayscale": getattr(splits, "name", None) == "digits",
+        "grayscale": getattr(splits, "name", None) in GRAYSCALE_DATASETS,
     }
 
 

@@ -160,7 +160,7 @@ def test_stratified_split_fallback():
 
 
 def test_unknown_dataset_name():
-    with pytest.raises(ValueError, match="digits, cifar10, cifar100, imagefolder"):
+    with pytest.raises(ValueError, match="digits, fashion-mnist, cifar10, cifar100, imagefolder"):
         build_splits(DataSettings.from_config({"data": {"name": "mnist"}}), 16)
 
 

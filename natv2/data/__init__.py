@@ -1,4 +1,5 @@
-"""Datasets and deterministic splits: digits (bundled with scikit-learn), CIFAR-10/100, ImageFolder.
+"""Datasets and deterministic splits: digits (bundled with scikit-learn), Fashion-MNIST, CIFAR-10/100,
+ImageFolder.
 
 ```python
 from natv2.data import build_splits, calibration_batches
@@ -9,7 +10,7 @@ batches = calibration_batches(splits, 32)          # fixed BN-recalibration imag
 """
 
 from .datasets import FileImageDataset, TensorImageDataset, TransformView
-from .sources import DATASET_NAMES, DataError, stratified_split
+from .sources import DATASET_NAMES, GRAYSCALE_DATASETS, DataError, stratified_split
 from .splits import (
     DataSettings,
     Splits,
@@ -21,6 +22,7 @@ from .splits import (
 
 __all__ = [
     "DATASET_NAMES",
+    "GRAYSCALE_DATASETS",
     "DataError",
     "DataSettings",
     "FileImageDataset",

@@ -19,10 +19,11 @@ class TensorImageDataset(Dataset):
 
     ``images`` is ``(N, 1, R, R)`` float in [0, 1] (not yet normalised). The three channels are
     identical (digits is grey), so they are an ``expand`` view: no memory is spent on them.
+    With ``flip``, each item is mirrored left-right with probability 1/2 (torch's global RNG).
     With ``pad`` set, each item is randomly translated: zero-pad (the digits background) by
     ``pad`` pixels and crop back at a random offset drawn from torch's global RNG (with
     ``num_workers > 0`` each worker's RNG is seeded by the loader's generator; with 0 workers
-    seed torch globally for a reproducible augmentation stream). Without ``pad`` the normalised
+    seed torch globally for a reproducible augmentation stream). Without either the normalised
     images are precomputed once, so evaluation is plain tensor indexing.
     """
 
@@ -33,6 +34,7 @@ class TensorImageDataset(Dataset):
         mean: float,
         std: float,
         pad: int | None = None,
+        flip: bool = False,
     ):
         if images.ndim != 4 or images.shape[1] != 1:
             raise ValueError(f"images must be (N, 1, R, R), got {tuple(images.shape)}")
@@ -40,8 +42,9 @@ class TensorImageDataset(Dataset):
         self.mean = float(mean)
         self.std = float(std)
         self.pad = pad
+        self.flip = bool(flip)
         self.resolution = int(images.shape[-1])
-        if pad:
+        if pad or flip:
             self._raw = images
             self._norm = None
         else:
@@ -59,10 +62,14 @@ class TensorImageDataset(Dataset):
         y = int(self.labels[i])
         if self._norm is not None:
             return self._norm[i].expand(3, -1, -1), y
-        p, r = self.pad, self.resolution
-        x = F.pad(self._raw[i], (p, p, p, p))
-        top, left = torch.randint(0, 2 * p + 1, (2,)).tolist()
-        x = x[:, top : top + r, left : left + r]
+        x = self._raw[i]
+        if self.pad:
+            p, r = self.pad, self.resolution
+            x = F.pad(x, (p, p, p, p))
+            top, left = torch.randint(0, 2 * p + 1, (2,)).tolist()
+            x = x[:, top : top + r, left : left + r]
+        if self.flip and bool(torch.rand(()) < 0.5):
+            x = x.flip(-1)
         return ((x - self.mean) / self.std).expand(3, -1, -1), y
 
     def batch(self, indices: Sequence[int] | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

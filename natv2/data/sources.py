@@ -43,7 +43,9 @@ from .transforms import (
     imagefolder_train_transform,
 )
 
-DATASET_NAMES = ("cifar10", "cifar100", "digits", "imagefolder")
+DATASET_NAMES = ("cifar10", "cifar100", "digits", "fashion-mnist", "imagefolder")
+#: the datasets of grey images (served as three equal channels)
+GRAYSCALE_DATASETS = ("digits", "fashion-mnist")
 SPLIT_NAMES = ("train", "val", "test")
 
 
@@ -395,6 +397,10 @@ def open_source(settings: DataSettings):
         return DigitsSource(settings)
     if name in ("cifar10", "cifar100"):
         return CifarSource(name, settings)
+    if name == "fashion-mnist":
+        from .fashion_mnist import FashionMnistSource
+
+        return FashionMnistSource(settings)
     if name == "imagefolder":
         return ImageFolderSource(settings)
     raise DataError(f"data.name: unknown dataset {name!r}; valid names: {', '.join(DATASET_NAMES)}")
