@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 
 from .checks import DataError, check_classes
 from .datasets import TensorImageDataset
+from .sources import DigitsSource, _pool_splits
 
 if TYPE_CHECKING:
     from .splits import DataSettings
@@ -133,8 +134,6 @@ class FashionMnistSource:
     name = NAME
 
     def __init__(self, settings: DataSettings):
-        from .sources import _pool_splits
-
         files, self.where = open_files(settings)
         train = read_idx(files["train-images-idx3-ubyte"], 3)
         test = read_idx(files["t10k-images-idx3-ubyte"], 3)
@@ -156,9 +155,7 @@ class FashionMnistSource:
         self.indices = {"train": tr, "val": va, "test": np.arange(n_train, len(labels))}
         self._views: dict[tuple, Dataset] = {}
 
-    @staticmethod
-    def pad_for(resolution: int) -> int:
-        return max(2, resolution // 16)
+    pad_for = staticmethod(DigitsSource.pad_for)  # the same small translation as digits
 
     def resized(self, indices: np.ndarray, resolution: int) -> torch.Tensor:
         """The images ``indices`` at ``resolution`` (bilinear, antialias), in [0, 1]."""
