@@ -275,3 +275,15 @@ def test_evaluator_counts_static_nets_during_recalibration(splits):
             sub = net.extract(arch)
             assert (rec["params"], rec["macs"]) == (count_params(sub),
                                                     count_macs(sub, arch.resolution)), family
+
+
+def test_evaluator_on_the_test_split(splits):
+    """split="test" scores the test images (the baselines stage); the search's val is the default."""
+    ev = Evaluator(FakeSupernet(), splits, CPU, split="test")
+    assert sum(y.numel() for _, y in ev.validation(16)) == len(splits.test) != len(splits.val)
+    ref = copy.deepcopy(FakeSupernet().nets["8"])
+    recalibrate_bn(ref, ev.calibration(16), CPU)
+    test_loader = [(x.unsqueeze(0), torch.tensor([y])) for x, y in splits.dataset("test", 16)]
+    assert ev(FakeArch(16))["top1"] == pytest.approx(top1(ref, test_loader, CPU))
+    with pytest.raises(ValueError, match="split 'train'"):
+        Evaluator(FakeSupernet(), splits, CPU, split="train")

@@ -155,6 +155,11 @@ class DigitsSource:
         # No flip: digits are not mirror-symmetric.
         return max(2, resolution // 16)
 
+    def pixels(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(X, y)`` of ``split``: each image's 64 raw grey values in [0, 1], its label."""
+        idx = self.indices[split]
+        return self.images[torch.from_numpy(idx)].flatten(1).numpy(), self.labels_np[idx]
+
     def view(self, split: str, resolution: int, augment: bool) -> Dataset:
         key = (split, resolution, augment)
         if key not in self._views:
@@ -258,6 +263,12 @@ class CifarSource(_PILSource):
             "val": (train, va, train_targets),
             "test": (test, np.arange(len(test_targets)), test_targets),
         }
+
+    def pixels(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(X, y)`` of ``split``: each image's 3,072 raw RGB values in [0, 1], its label."""
+        base, idx, targets = self.bases[split]
+        data = np.asarray(base.data)[idx]  # (n, 32, 32, 3) uint8, torchvision's CIFAR array
+        return data.reshape(len(idx), -1).astype(np.float32) / 255.0, targets[idx]
 
     def train_transform(self, resolution: int):
         return cifar_train_transform(resolution, self.mean, self.std)

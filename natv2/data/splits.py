@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
@@ -118,6 +119,22 @@ class Splits:
             _check_resolution(resolution),
             self.augment if augment is None else augment,
         )
+
+    def pixels(self, split: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(X, y)``: ``split``'s images as rows of raw pixel values in [0, 1] at the dataset's
+        own size (no resizing, no normalisation, grey images one channel) and their labels,
+        for classical baselines; ``None`` for a dataset of images of varying sizes
+        (``imagefolder``)."""
+        if split not in SPLIT_NAMES:
+            raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLIT_NAMES)}")
+        pixels = getattr(self._source, "pixels", None)
+        return None if pixels is None else pixels(split)
+
+    @property
+    def published(self) -> tuple[tuple[str, float, str], ...]:
+        """Published test top-1 of this dataset's official test split, ``(model, top-1 %,
+        source)`` (e.g. :data:`natv2.data.fashion_mnist.PUBLISHED_TOP1`); empty when none."""
+        return tuple(getattr(self._source, "published", ()))
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}

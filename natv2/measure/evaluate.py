@@ -50,10 +50,12 @@ class Evaluator:
     loader at each call, so large datasets at many resolutions do not exhaust memory.
 
     ``evaluator(arch)`` -> ``{"arch", "top1", "params", "macs", "latency_ms", "r", "w", "d",
-    "nd"}``. With ``int8=True`` (``search.accuracy: int8``) ``top1`` is the validation top-1 of
-    the recalibrated sub-network quantised to INT8 (:mod:`natv2.measure.int8`, calibrated on
-    the same BN-calibration images, onnxruntime on the CPU), and ``top1_fp32`` is recorded
-    beside it. ``arch`` needs ``resolution``, ``width``, ``d`` and (optionally) ``nd``;
+    "nd"}``; ``top1`` is measured on the validation split (the search's), or with
+    ``split="test"`` on the test split (the baselines stage, never the search). With
+    ``int8=True`` (``search.accuracy: int8``) ``top1`` is the validation top-1 of the
+    recalibrated sub-network quantised to INT8 (:mod:`natv2.measure.int8`, calibrated on the
+    same BN-calibration images, onnxruntime on the CPU), and ``top1_fp32`` is recorded beside it.
+    ``arch`` needs ``resolution``, ``width``, ``d`` and (optionally) ``nd``;
     ``supernet.extract(arch)`` must return a standalone module (its own BN buffers: this is
     checked, since recalibration writes them).
     """
@@ -70,6 +72,7 @@ class Evaluator:
         device_cache_bytes: int = 2**28,
         int8: bool = False,
         threads: int = 1,
+        split: str = "val",
     ):
         if not isinstance(splits, Splits):
             raise TypeError(f"splits must be a natv2.data.Splits, got {type(splits).__name__}")
@@ -86,6 +89,9 @@ class Evaluator:
         self._cached_bytes = 0
         self.int8 = bool(int8)
         self.threads = int(threads)  # onnxruntime's intra-op threads for the INT8 evaluation
+        if split not in ("val", "test"):
+            raise ValueError(f"split {split!r}: an evaluator measures 'val' (the search) or 'test'")
+        self.split = split
 
     # -------------------------------------------------------------- cached inputs
     def _check_resolution(self, r: int) -> None:
@@ -102,11 +108,12 @@ class Evaluator:
         return self._calib[resolution]
 
     def validation(self, resolution: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
-        """The validation ``(x, y)`` batches at ``resolution``: cached, or a fresh loader when
-        the cache budget is spent."""
+        """The ``(x, y)`` batches of the measured split (validation unless built with
+        ``split="test"``) at ``resolution``: cached, or a fresh loader when the cache budget is
+        spent."""
         if resolution in self._val:
             return self._val[resolution]
-        val = self.splits.dataset("val", resolution)
+        val = self.splits.dataset(self.split, resolution)
         batch = self.settings.eval_batch_size
         per_item = 3 * resolution * resolution * 4 + 8
         if self._cached_bytes + per_item * len(val) > self.cache_bytes:
