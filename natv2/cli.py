@@ -106,6 +106,17 @@ def _finetune(args: argparse.Namespace) -> None:
           f"{m['top1_after']:.2f}%, {m['params']:,} params, {m['macs']:,} MACs")
 
 
+def _baselines(args: argparse.Namespace) -> None:
+    from natv2.pipeline.baselines_stage import run_baselines
+
+    b = run_baselines(_cfg(args))
+    parts = [f"{c['name']} {c['top1']:.2f}%" for c in b["classical"]]
+    largest = b["largest"]
+    parts.append(f"largest sub-network before fine-tuning {largest['top1']:.2f}% "
+                 f"({largest['params']:,} params)")
+    print(f"baselines (test top-1): {', '.join(parts)}")
+
+
 def _report(args: argparse.Namespace) -> None:
     from natv2.pipeline.report_stage import run_report
 
@@ -179,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", type=int, metavar="I", help="with --step evaluate: shard 0..search.shards-1")
     p = command("finetune", _finetune, "stage 4: fine-tune the sub-network of one rank slot")
     p.add_argument("--rank", type=int, required=True, metavar="N", help="rank slot, 0..finetune.slots-1")
+    command("baselines", _baselines, "classical models and the largest sub-network on the test split")
     command("report", _report, "stage 5: HTML report, DVC metrics and plots")
     p = command("dvc-yaml", _dvc_yaml, "write dvc.yaml for a config (the same stages as the Snakefile)")
     p.add_argument("--output", default="dvc.yaml", help="where to write (default: %(default)s)")

@@ -21,6 +21,7 @@ takes ``results_dir`` from a config.
                                                         finetune.measure_int8), recorded in
                                                         metrics.json, no named output (an unused
                                                         slot has none)
+    <results>/baselines/baselines.json                  stage baselines (after the last round)
     <results>/report/index.html, pareto.png, hypervolume.png, metrics.json, pareto.csv
     <results>/cache/evaluations/*.jsonl, cache/adapted/*.pt   resumable work, no stage's output
     <results>/locks/<set>.lock      held (flock) by the process writing a stage's set, its pid inside
@@ -162,6 +163,16 @@ class Layout:
 
     def rank_metrics(self, n: int) -> Path:
         return self.rank_dir(n) / METRICS_FILE
+
+    # --------------------------------------------------------------------- baselines
+    @property
+    def baselines_dir(self) -> Path:
+        return self.root / "baselines"
+
+    @property
+    def baselines(self) -> Path:
+        """``baselines/baselines.json``: classical models and the largest network, on test."""
+        return self.baselines_dir / "baselines.json"
 
     # ------------------------------------------------------------------------ report
     @property

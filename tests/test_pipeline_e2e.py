@@ -132,7 +132,17 @@ def test_pipeline_writes_every_stage_output(smk_project):
                 data = (res / f"finetune/rank_{n}" / name).read_bytes()
                 assert rec["sha256"] == hashlib.sha256(data).hexdigest() and rec["bytes"] == len(data)
                 assert rec["onnxruntime_ms"] > 0
+    base = json.loads((res / "baselines/baselines.json").read_text())  # the report's context
+    assert [c["name"] for c in base["classical"]] == ["logistic_regression", "svm_rbf"]
+    assert all(0 <= c["top1"] <= 100 and c["n_test"] == base["split_sizes"]["test"] for c in base["classical"])
+    assert 0 <= base["largest"]["top1"] <= 100 and base["largest"]["params"] > 0
+    assert report["baselines"]["svm_rbf"] == base["classical"][1]["top1"]
+    best_classical = max(c["top1"] for c in base["classical"])
+    versus = report["versus_baselines"]["classical"]
+    assert versus["margin"] == round(report["best_top1"] - best_classical, 4)
+    assert versus["beaten"] == (report["best_top1"] > best_classical)
     html = (res / "report/index.html").read_text()
+    assert 'id="baselines"' in html
     assert 'id="targets"' in html and 'href="../finetune/rank_0/card.md"' in html
     assert (res / "report/index.html").stat().st_size > 10_000
     assert (smk_project / "logs/benchmarks/supernet.tsv").exists()
@@ -263,7 +273,7 @@ def test_changes_rerun_only_what_depends_on_them(smk_project):
         path.write_text(yaml.safe_dump(dict(raw, search={**raw["search"], "rounds": 3})))
         out = snakemake(smk_project, "-n").stdout
         rounds = {f"search_round_{k:02d}": 1 for k in (1, 2, 3)}
-        assert job_counts(out) == {**rounds, **finetunes, "report": 1, "all": 1}
+        assert job_counts(out) == {**rounds, **finetunes, "baselines": 1, "report": 1, "all": 1}
     finally:
         path.write_text(original)
 

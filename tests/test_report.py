@@ -60,6 +60,17 @@ def _json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data))
 
 
+BASELINES = {
+    "dataset": "fashion-mnist", "split_sizes": {"train": 50, "val": 20, "test": 30},
+    "classical": [
+        {"name": "logistic_regression", "label": "logistic regression (raw pixels)", "top1": 90.0},
+        {"name": "svm_rbf", "label": "RBF SVM (raw pixels)", "top1": 96.0}],
+    "largest": {"arch": "x", "resolution": 32, "top1": 93.5, "params": 1_200_000,
+                "macs": 9_000_000},
+    "published": [{"model": "MobileNet <flips>", "top1": 95.0, "source": "https://example.org/b"}],
+}
+
+
 def make_results(root: Path, rounds: int = 2, finetune: bool = True) -> Path:
     """Fake results tree: round 0 + ``rounds`` rounds, 3 fine-tuned ranks + 1 unused slot."""
     rng = np.random.default_rng(0)
@@ -106,6 +117,7 @@ def make_results(root: Path, rounds: int = 2, finetune: bool = True) -> Path:
                 "n_classes": 10, "config": {"d": [2, 3, 3, 3, 4]}})
         _json(root / "finetune" / "rank_3" / "metrics.json",
               {"used": False, "reason": "only 3 non-dominated architectures"})
+        _json(root / "baselines" / "baselines.json", BASELINES)
     return root
 
 
@@ -159,7 +171,14 @@ def test_outputs_and_metrics(built):
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
     on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk == metrics
-    assert set(metrics) == {"hypervolume", "best_top1", "targets", "n_evaluated", "rounds"}
+    assert set(metrics) == {"hypervolume", "best_top1", "targets", "baselines",
+                            "versus_baselines", "n_evaluated", "rounds"}
+    assert metrics["baselines"] == {"logistic_regression": 90.0, "svm_rbf": 96.0,
+                                    "largest": 93.5}
+    # the best fine-tuned (95.0) is 1 point below the SVM and 1.5 above the largest
+    assert metrics["versus_baselines"] == {
+        "classical": {"baseline": "svm_rbf", "top1": 96.0, "margin": -1.0, "beaten": False},
+        "all": {"baseline": "svm_rbf", "top1": 96.0, "margin": -1.0, "beaten": False}}
     assert metrics["hypervolume"] == pytest.approx(0.51)
     assert metrics["rounds"] == 2
     assert metrics["n_evaluated"] == 14 + 4 + 4  # duplicate candidates counted once
@@ -203,6 +222,9 @@ def test_html_content(built):
     assert "not met: macs" in text and "latency_ms not measured" in text
     assert "no architecture of the final archive met it" in text  # slot 2: the closest one
     assert page.rows["front"] >= 1
+    assert page.rows["baselines"] == 3 + 3  # LR, SVM, largest + the 3 fine-tuned networks
+    assert "95.00 %, 1.00 points below the best classical baseline (svm_rbf, 96.00 %)" in text
+    assert page.rows["published"] == 1 and "MobileNet &lt;flips&gt;" in text
     assert len(page.imgs) == 4 and all(s.startswith("data:image/png;base64,") for s in page.imgs)
     assert page.rows["latency_table"] == 1  # round 2 read the lookup table
     assert "<td>12.50</td><td>0.800</td>" in text
@@ -232,8 +254,10 @@ def test_missing_optional_inputs(tmp_path):
     assert metrics["targets"][0]["finetuned"] is False and metrics["targets"][0]["met"] is None
     assert metrics["targets"][0]["card"] is None
     del metrics["targets"]
-    assert metrics == {"hypervolume": None, "best_top1": None, "n_evaluated": 14, "rounds": 0}
+    assert metrics == {"hypervolume": None, "best_top1": None, "baselines": {},
+                       "versus_baselines": None, "n_evaluated": 14, "rounds": 0}
     text = (tmp_path / "out" / "index.html").read_text()
+    assert "no <code>baselines/baselines.json</code> yet" in text
     assert _parse(text).rows["finetuned"] == 0
     assert text.count("not available") >= 4
 

@@ -56,6 +56,7 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
                                      "finetune.nesterov", "finetune.decay_all", "finetune.dropout",
                                      "finetune.batch_size", "finetune.measure_latency", "finetune.measure_int8", "finetune.exit_ordering",
                                      "latency", "targets"),
+    "baselines": _DATA + STRUCTURE,
     "report": ("targets",),
     "latency_table": _DATA + STRUCTURE + ("latency", "search.objectives"),
 }
@@ -191,6 +192,8 @@ def stages(cfg: Mapping[str, Any]) -> list[Stage]:
     for n in range(slots):
         out.append(Stage(f"finetune_{n}", "finetune", ("finetune", "--rank", str(n)), final,
                          rank_outputs(layout, n), keys=STAGE_KEYS["finetune"]))
+    out.append(Stage("baselines", "baselines", ("baselines",), final, (str(layout.baselines),),
+                     keys=STAGE_KEYS["baselines"]))
     out.append(Stage("report", "report", ("report",), report_inputs(layout, rounds, slots),
                      _paths(layout.report_outputs()), metrics=(str(layout.report_metrics),),
                      plots=(str(layout.report_plots),), keys=STAGE_KEYS["report"]))
@@ -199,7 +202,7 @@ def stages(cfg: Mapping[str, Any]) -> list[Stage]:
 
 def report_inputs(layout: Layout, rounds: int, slots: int) -> tuple[str, ...]:
     """Every file the report reads (:func:`natv2.report.load.load_results`)."""
-    files = [layout.supernet_json, layout.evaluated]
+    files = [layout.supernet_json, layout.evaluated, layout.baselines]
     for k in range(rounds + 1):
         files += [layout.archive(k), layout.stats(k)]
         if k:

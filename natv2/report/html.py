@@ -110,6 +110,7 @@ def _summary(data: ResultsData, metrics: dict[str, Any], front_size: int) -> str
         ("hypervolume (last round)", _num(metrics["hypervolume"], "{:.6g}")),
         ("fine-tuned networks", _e(len(data.used_finetune)) if data.finetune else _na()),
         ("best fine-tuned test top-1", _na() if best is None else _e(f"{best:.2f} %")),
+        ("versus classical baselines", _versus_line(metrics)),
     ]
     for row in metrics["targets"]:
         items.append((f"target {row['name']}", _verdict(row)))
@@ -188,6 +189,46 @@ def _finetune(data: ResultsData) -> str:
         out += "<p>Unused rank slots:</p><ul>" + "".join(
             f"<li>rank {_e(s.rank)}: {_e(s.reason or 'no reason given')}</li>" for s in unused
         ) + "</ul>"
+    return out
+
+
+def _versus_line(metrics: dict[str, Any]) -> str:
+    """"best fine-tuned X % is N points above/below the best classical baseline (name, Y %)"."""
+    vs = (metrics.get("versus_baselines") or {}).get("classical")
+    best = metrics["best_top1"]
+    if not vs or best is None:
+        return _na()
+    side = "above" if vs["margin"] > 0 else ("equal to" if vs["margin"] == 0 else "below")
+    gap = "" if vs["margin"] == 0 else f"{abs(vs['margin']):.2f} points "
+    return _e(f"{best:.2f} %, {gap}{side} the best classical baseline "
+              f"({vs['baseline']}, {vs['top1']:.2f} %)")
+
+
+def _baselines(data: ResultsData, metrics: dict[str, Any]) -> str:
+    """The baselines stage's models beside the fine-tuned networks, all on the test split."""
+    from natv2.report.summary import baseline_rows
+
+    b = data.baselines
+    if b is None:
+        return f"<p>Baselines: {_na()} (no <code>baselines/baselines.json</code> yet: " \
+               "<code>natv2 baselines</code>).</p>"
+    rows = [[_e(r["label"]), _int(r["params"]), _num(r["top1"])] for r in baseline_rows(data)]
+    rows += [[_e(f"fine-tuned rank {s.rank}"), _int(s.metrics.get("params")),
+              _num(s.metrics.get("top1_after"))] for s in data.used_finetune]
+    out = ("<p>Every row on the same test split "
+           f"({_int((b.get('split_sizes') or {}).get('test'))} images). Classical models: "
+           "scikit-learn's defaults on the raw pixels, fit on train + val.</p>"
+           + _table(["model", "params", "test top-1 (%)"], rows, "baselines", left=(0,))
+           + f"<p>Best fine-tuned network: {_versus_line(metrics)}.</p>")
+    if b.get("classical_reason"):
+        out += f"<p>No classical baseline: {_e(b['classical_reason'])}.</p>"
+    published = b.get("published") or []
+    if published:
+        out += ("<h3>Published results on the official test set</h3>"
+                + _table(["model", "test top-1 (%)", "source"],
+                         [[_e(p["model"]), _num(p["top1"]), f"<code>{_e(p['source'])}</code>"]
+                          for p in published],
+                         "published", left=(0, 2)))
     return out
 
 
@@ -278,6 +319,7 @@ def render_html(data: ResultsData, *, config: dict, metrics: dict,
         "that meets it (the closest one when none does); the verdict uses the fine-tuned "
         "network's measured value.</p>", _targets(metrics),
         "<h2>Fine-tuned networks</h2>", _finetune(data),
+        "<h2>Baselines</h2>", _baselines(data, metrics),
         "<h2>Super-network</h2>", _supernet(data),
         "<h2>Wall time per stage</h2>", _walltime(walltimes),
         "<h2>Configuration</h2>",

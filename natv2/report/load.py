@@ -50,6 +50,7 @@ class ResultsData:
     stats: dict[int, dict[str, Any]]   # round -> stats.json (rounds whose file exists)
     finetune: list[FinetuneSlot]       # rank slots with a metrics.json, by rank
     supernet: dict[str, Any] | None    # supernet/supernet.json, if written
+    baselines: dict[str, Any] | None = None  # baselines/baselines.json, if written
 
     @property
     def last_round(self) -> int:
@@ -135,6 +136,7 @@ def load_results(results_dir: str | Path, rounds: int, slots: int) -> ResultsDat
         stats=stats,
         finetune=finetune,
         supernet=_read_json(layout.supernet_json),
+        baselines=_read_json(layout.baselines),
     )
 
 

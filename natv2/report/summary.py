@@ -76,14 +76,55 @@ def target_rows(data: ResultsData, targets: Sequence[Target]) -> list[dict[str, 
     return rows
 
 
+def baseline_rows(data: ResultsData) -> list[dict[str, Any]]:
+    """The baselines stage's models on the test split (``baselines.json``): the classical ones,
+    then the largest sub-network before fine-tuning (and its exits' ensemble); each row
+    ``{"name", "label", "top1", "params"}`` (``params`` ``None`` for classical models). Empty
+    while the stage has not run."""
+    b = data.baselines or {}
+    rows = [{"name": str(c["name"]), "label": str(c["label"]), "top1": as_float(c.get("top1")),
+             "params": None} for c in b.get("classical", [])]
+    largest = b.get("largest")
+    if isinstance(largest, dict):
+        params = as_float(largest.get("params"))
+        rows.append({"name": "largest", "label": "super-network's largest, before fine-tuning",
+                     "top1": as_float(largest.get("top1")), "params": params})
+        if largest.get("top1_exits_ensemble") is not None:
+            rows.append({"name": "largest_exits_ensemble",
+                         "label": "super-network's largest, exits' ensemble, before fine-tuning",
+                         "top1": as_float(largest["top1_exits_ensemble"]), "params": params})
+    return rows
+
+
+def versus_baselines(best: float | None, rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """How far the best fine-tuned test top-1 ``best`` is above the best classical baseline
+    and above the best row of ``rows`` (points, negative when below); ``None`` without both."""
+    classical = [r for r in rows if r["params"] is None and r["top1"] is not None]
+    scored = [r for r in rows if r["top1"] is not None]
+    if best is None or not scored:
+        return None
+    out: dict[str, Any] = {}
+    for key, pool in (("classical", classical), ("all", scored)):
+        if pool:
+            top = max(pool, key=lambda r: r["top1"])
+            out[key] = {"baseline": top["name"], "top1": top["top1"],
+                        "margin": round(best - top["top1"], 4), "beaten": best > top["top1"]}
+    return out
+
+
 def report_metrics(data: ResultsData, targets: Sequence[Target] = ()) -> dict[str, Any]:
-    """``report/metrics.json``: hypervolume, best fine-tuned top-1 and the target table."""
+    """``report/metrics.json``: hypervolume, best fine-tuned top-1, the target table and the
+    baselines (test top-1 of each, and the best fine-tuned network's margin over them)."""
     tuned = [as_float(slot.metrics.get("top1_after")) for slot in data.used_finetune]
     last = data.stats.get(data.last_round, {})
+    best = _best([t for t in tuned if t is not None])
+    rows = baseline_rows(data)
     return {
         "hypervolume": as_float(last.get("hypervolume")),
-        "best_top1": _best([t for t in tuned if t is not None]),
+        "best_top1": best,
         "targets": target_rows(data, targets),
+        "baselines": {r["name"]: r["top1"] for r in rows},
+        "versus_baselines": versus_baselines(best, rows),
         "n_evaluated": int(len(data.evaluated)),
         "rounds": int(data.last_round),
     }

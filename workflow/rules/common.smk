@@ -68,6 +68,7 @@ KIND_RESOURCES = {
     "search_evaluate": {"runtime": 4 * 60, "gpu": GPU},
     "search_finish": {"gpu": GPU},
     "finetune": {"gpu": GPU},
+    "baselines": {"runtime": 2 * 60, "gpu": GPU},
     "report": {"mem_mb": 2000, "runtime": 30},
     "latency_table": {"runtime": 4 * 60, "gpu": GPU if CFG["latency"]["backend"] == "torch" else 0},
 }
