@@ -8,7 +8,7 @@ TORCH ?= torch==2.14.1 torchvision==0.29.1
 CONFIG ?= config/config.yaml
 CORES ?= all
 
-.PHONY: run test lint bench clean-results
+.PHONY: run test lint bench bench-fashion clean-results
 
 $(BIN)/natv2: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,12 @@ bench: $(BIN)/natv2
 	$(BIN)/python benchmarks/supernet_speed.py --threads 2 --resolutions 32 64 128 224 --markdown $(BENCH_MD)
 	$(BIN)/python benchmarks/latency.py --threads 2 --markdown $(BENCH_MD)
 	MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=4294967296 $(BIN)/python benchmarks/supernet_speed.py --threads 2 --resolutions 224 --markdown $(BENCH_MD) --block supernet_speed_malloc
+
+# `make bench-fashion` (not in CI, about 35 minutes on 2 cores): the Fashion-MNIST pipeline
+# (config/fashion-mnist.yaml) in a fresh copy, its block of docs/BENCHMARKS.md rewritten.
+bench-fashion: $(BIN)/natv2
+	rm -rf $(BENCH_WORK)/fashion
+	$(BIN)/python benchmarks/pipeline_cost.py --config config/fashion-mnist.yaml --work $(BENCH_WORK)/fashion --archs 8 --repeats 1 --extra-resolutions --block pipeline_cost_fashion --section "## Fashion-MNIST pipeline" --markdown $(BENCH_MD)
 
 clean-results:
 	rm -rf results logs .snakemake

@@ -61,6 +61,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--extra-resolutions", type=int, nargs="*", default=[32, 64],
                    help="also time the same architectures at these resolutions (cost only)")
     p.add_argument("--markdown", type=Path, default=None)
+    p.add_argument("--block", default=BLOCK, help="name of the markdown block to (re)write")
+    p.add_argument("--section", default=SECTION, help="heading a new block goes under")
     return p.parse_args(argv)
 
 
@@ -132,6 +134,79 @@ def dvc_noop(project: Path, config: str) -> tuple[float, str]:
     if "up to date" not in out and "didn't change" not in out:
         raise SystemExit(f"pipeline_cost: `dvc repro` after `dvc commit` reran something:\n{out}")
     return seconds, out.splitlines()[-1] if out else ""
+
+
+# ------------------------------------------------------------- throughput, results
+
+
+def throughput_table(project: Path, config: str) -> str:
+    """Super-network training in images per second per phase (sub-network forward + backward
+    passes: epochs x training images x sub-networks per step, over the phase's seconds; the KD
+    teacher's forwards are not counted), the adaptation's of each round alike, and the search's
+    evaluations per second (new candidates and re-evaluated archive, over those steps' seconds;
+    round 0: the initial archive, its batches' first caching included)."""
+    import json
+
+    from natv2.config import load_config
+    from natv2.data import DataSettings, build_splits
+    from natv2.layout import Layout
+
+    cfg = load_config(project / config, overrides={"results_dir": str(project / "results")})
+    layout = Layout.from_config(cfg)
+    n_train = build_splits(DataSettings.from_config(cfg), resolution=cfg["space"]["resolutions"][0],
+                           augment=False).sizes()["train"]
+    info = json.loads(layout.supernet_json.read_text())
+    phases = cfg["supernet"]["train"]["phases"]
+    rows = []
+    for ph in info.get("phases", []):
+        per_step = int(phases.get(ph["name"], {}).get("subnets_per_step", 1))
+        images = int(ph["epochs"]) * n_train * per_step
+        rows.append((f"super-network phase `{ph['name']}`", f"{ph['epochs']} epochs x {n_train:,} "
+                     f"images x {per_step}", f"{ph['seconds']:.1f}", f"{images / ph['seconds']:.0f} images/s"))
+    adapt = cfg["search"]["adaptation"]
+    for k in range(int(cfg["search"]["rounds"]) + 1):
+        stats = json.loads(layout.stats(k).read_text())
+        steps = stats.get("steps", {})
+        if k and "adapt" in steps:
+            images = int(adapt["epochs"]) * n_train * int(adapt["subnets_per_step"])
+            rows.append((f"round {k} adaptation", f"{adapt['epochs']} epochs x {n_train:,} images x "
+                         f"{adapt['subnets_per_step']}", f"{steps['adapt']:.1f}",
+                         f"{images / steps['adapt']:.0f} images/s"))
+        seconds = steps.get("evaluate", 0.0) + steps.get("reevaluate", 0.0)
+        if seconds:
+            rows.append((f"round {k} evaluations", f"{stats['n_evaluated']} architectures",
+                         f"{seconds:.1f}", f"{stats['n_evaluated'] / seconds:.2f} evaluations/s"))
+    return "\n".join(["| step | work | seconds | rate |", "|---|---|---|---|",
+                      *["| " + " | ".join(r) + " |" for r in rows]])
+
+
+def results_lines(project: Path, config: str) -> list[str]:
+    """What the run found (``report/metrics.json``, ``supernet.json``): the super-network's
+    validation top-1, the best fine-tuned test top-1 against every baseline, each target."""
+    import json
+
+    from natv2.config import load_config
+    from natv2.layout import Layout
+
+    cfg = load_config(project / config, overrides={"results_dir": str(project / "results")})
+    layout = Layout.from_config(cfg)
+    metrics = json.loads(layout.report_metrics.read_text())
+    val = json.loads(layout.supernet_json.read_text())["val_top1"]
+    out = [f"Super-network validation top-1: largest {val['largest']:.2f} %, smallest "
+           f"{val['smallest']:.2f} %. Best fine-tuned test top-1: {metrics['best_top1']:.2f} %.",
+           "", "| baseline (same test split) | test top-1 (%) | best fine-tuned minus baseline |",
+           "|---|---|---|"]
+    for name, top1 in metrics.get("baselines", {}).items():
+        out.append(f"| {name} | {top1:.2f} | {metrics['best_top1'] - top1:+.2f} |")
+    for row in metrics.get("targets", []):
+        if row.get("measured") is None:
+            out += ["", f"Target {row['name']}: no network in the archive meets it."]
+            continue
+        top1 = row.get("top1_fp32")
+        out += ["", f"Target {row['name']}: {'met' if row['met'] else 'NOT met'} ({row['metric']} "
+                    f"{row['measured']:,.6g}, limit {row['limit']:,.6g}), test top-1 "
+                    + (f"{top1:.2f} %." if top1 is not None else "not measured.")]
+    return out
 
 
 # ------------------------------------------------------------------- evaluation split
@@ -266,16 +341,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     verdict = (f"evaluation overhead over its bare forward passes, search-space resolutions: "
                f"{overhead:+.1%} (target at most "
                f"+{OVERHEAD_TARGET:.0%}: {'met' if overhead <= OVERHEAD_TARGET else 'NOT met'})")
-    print(stage_md + "\n\n" + split_md + "\n" + verdict)
+    rates_md, found = throughput_table(project, args.config), results_lines(project, args.config)
+    print(stage_md + "\n\n" + rates_md + "\n\n" + "\n".join(found) + "\n\n" + split_md + "\n"
+          + verdict)
     if args.markdown is not None:
         load = _common.load_span(load_start)
         block = _common.block(
-            BLOCK, command,
+            args.block, command,
             f"{_common.machine_line(split['threads'])}; config `{args.config}`, device {split['device']}; load average {load}. Whole pipeline "
-            f"`snakemake --cores all --configfile {args.config}` in a fresh copy of the project: "
-            f"{total:.1f} s wall ({'; '.join(elapsed) or 'no elapsed line'} by Snakemake). Per "
-            f"stage, from Snakemake's `benchmark:` files:",
+            f"`snakemake --cores all --configfile {args.config}` "
+            + (f"in an existing copy of the project (`--reuse`): this call's run {total:.1f} s "
+               f"wall (only what was not yet done); the stages below are those of the run that "
+               f"made the results. " if args.reuse else
+               f"in a fresh copy of the project: {total:.1f} s wall "
+               f"({'; '.join(elapsed) or 'no elapsed line'} by Snakemake). ")
+            + "Per stage, from Snakemake's `benchmark:` files:",
             "", stage_md, "",
+            "Throughput (from `supernet.json` and each round's `stats.json`):", "", rates_md, "",
+            *found, "",
             f"No-op reruns: `snakemake` {noop:.1f} s (\"Nothing to be done\"); `dvc repro` "
             f"{dvc_seconds:.1f} s after `dvc commit -f` recorded the outputs (\"{dvc_line}\").",
             "",
@@ -288,7 +371,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"show how the fixed per-evaluation costs weigh as forwards get heavier.",
             "", split_md, "", f"    {verdict}",
         )
-        _common.write_block(args.markdown, block, BLOCK, SECTION, header=_common.header())
+        _common.write_block(args.markdown, block, args.block, args.section,
+                            header=_common.header())
         print(f"wrote {args.markdown}")
     return 0
 

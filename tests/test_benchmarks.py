@@ -161,6 +161,48 @@ def test_pipeline_cost_parts(random_supernet, tmp_path):
     assert table["max_rss"].tolist() == [800.5] * 3
 
 
+def test_pipeline_cost_throughput_and_results(tmp_path):
+    """Rates from supernet.json and the rounds' stats.json; the run's findings from the report's
+    metrics.json, every baseline's margin computed."""
+    bench = load_script("pipeline_cost")
+    project = tmp_path / "project"
+    (project / "config").mkdir(parents=True)
+    (project / "config" / "test.yaml").write_text((ROOT / "config" / "test.yaml").read_text())
+    res = project / "results"
+    (res / "supernet").mkdir(parents=True)
+    (res / "supernet" / "supernet.json").write_text(json.dumps({
+        "phases": [{"name": "full", "epochs": 2, "seconds": 3.0},
+                   {"name": "kernel", "epochs": 1, "seconds": 2.0}],
+        "val_top1": {"largest": 90.0, "smallest": 80.5}}))
+    for k, steps in enumerate(({"evaluate": 4.0}, {"adapt": 1.5, "evaluate": 1.0, "reevaluate": 1.0},
+                               {"adapt": 3.0, "evaluate": 2.0, "reevaluate": 2.0})):
+        (res / f"search/round_{k:02d}").mkdir(parents=True)
+        (res / f"search/round_{k:02d}/stats.json").write_text(
+            json.dumps({"n_evaluated": 8 if k == 0 else 4, "steps": steps}))
+    table = bench.throughput_table(project, "config/test.yaml").splitlines()
+    # config/test.yaml: 300 training images; kernel 1 sub-network per step, adaptation 1
+    assert table[2] == "| super-network phase `full` | 2 epochs x 300 images x 1 | 3.0 | 200 images/s |"
+    assert table[3] == "| super-network phase `kernel` | 1 epochs x 300 images x 2 | 2.0 | 300 images/s |"
+    assert table[4] == "| round 0 evaluations | 8 architectures | 4.0 | 2.00 evaluations/s |"
+    assert table[5] == "| round 1 adaptation | 1 epochs x 300 images x 1 | 1.5 | 200 images/s |"
+    assert table[6] == "| round 1 evaluations | 4 architectures | 2.0 | 2.00 evaluations/s |"
+    assert table[8] == "| round 2 evaluations | 4 architectures | 4.0 | 1.00 evaluations/s |"
+    assert len(table) == 2 + 2 + 1 + 2 * 2
+    (res / "report").mkdir()
+    (res / "report/metrics.json").write_text(json.dumps({
+        "best_top1": 91.5, "baselines": {"svm_rbf": 92.0, "largest": 89.25},
+        "targets": [{"name": "small", "metric": "params", "measured": 64538.0, "limit": 1e5,
+                     "met": True, "top1_fp32": 90.0},
+                    {"name": "fast", "metric": "latency_ms", "measured": None, "limit": 0.1,
+                     "met": False}]}))
+    lines = bench.results_lines(project, "config/test.yaml")
+    assert lines[0] == ("Super-network validation top-1: largest 90.00 %, smallest 80.50 %. "
+                        "Best fine-tuned test top-1: 91.50 %.")
+    assert "| svm_rbf | 92.00 | -0.50 |" in lines and "| largest | 89.25 | +2.25 |" in lines
+    assert "Target small: met (params 64,538, limit 100,000), test top-1 90.00 %." in lines
+    assert "Target fast: no network in the archive meets it." in lines
+
+
 def test_latency_backends_block(tmp_path, capsys):
     bench = load_script("latency")
     md = tmp_path / "BENCHMARKS.md"

@@ -12,6 +12,9 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -130,3 +133,31 @@ def test_supernet_stage_on_a_few_hundred_images(tmp_path):
     assert all(0.0 <= v <= 100.0 for v in info["val_top1"].values())
     on_disk = json.loads((tmp_path / "results" / "supernet" / "supernet.json").read_text())
     assert on_disk["val_top1"] == info["val_top1"]
+
+
+def test_pixels_and_published_points_for_the_baselines(tmp_path):
+    s = build_splits(settings(tmp_path), resolution=20)
+    x, y = s.pixels("test")
+    assert x.shape == (10000, 784) and x.dtype == np.float32 and x.min() == 0.0 and x.max() == 1.0
+    assert y[0] == 9 and np.bincount(y).tolist() == [1000] * 10  # the official test set, in order
+    assert s.pixels("train")[0].shape == (300, 784)  # at the dataset's size, whatever the resolution
+    names = [m for m, _, _ in s.published]
+    assert "2 conv layers, < 100k parameters" in names and len(names) == len(fm.PUBLISHED_TOP1)
+    assert all(0 < t <= 100 and src.startswith("https://github.com/zalandoresearch/fashion-mnist")
+               for _, t, src in s.published)
+
+
+def test_shipped_config_validates_and_plans_every_stage(tmp_path):
+    """config/fashion-mnist.yaml: the whole pipeline's jobs, without running them."""
+    root = Path(__file__).resolve().parents[1]
+    project = tmp_path / "project"
+    for name in ("workflow", "config"):
+        shutil.copytree(root / name, project / name)
+    snakemake = Path(sys.executable).with_name("snakemake")
+    result = subprocess.run([str(snakemake), "-n", "--cores", "2", "--configfile",
+                             "config/fashion-mnist.yaml"], cwd=project, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    jobs = result.stdout
+    for rule in ("supernet", "init_archive", "search_round_03", "finetune_2", "baselines", "report"):
+        assert f"rule {rule}:" in jobs or f"localrule {rule}:" in jobs, rule
+    assert "results/fashion-mnist/baselines/baselines.json" in jobs
