@@ -111,7 +111,7 @@ def stage_table(project: Path) -> pd.DataFrame:
 
 
 def _stage_order(path: Path) -> tuple[int, str]:
-    order = ("supernet", "init_archive", "search", "finetune", "report")
+    order = ("supernet", "init_archive", "search", "finetune", "baselines", "report")
     name = path.stem
     return next((i for i, o in enumerate(order) if name.startswith(o)), len(order)), name
 
