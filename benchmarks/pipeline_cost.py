@@ -139,6 +139,15 @@ def dvc_noop(project: Path, config: str) -> tuple[float, str]:
 # ------------------------------------------------------------- throughput, results
 
 
+def _run_config(project: Path, config: str):
+    """The run's validated config (its results under ``project/results``) and its Layout."""
+    from natv2.config import load_config
+    from natv2.layout import Layout
+
+    cfg = load_config(project / config, overrides={"results_dir": str(project / "results")})
+    return cfg, Layout.from_config(cfg)
+
+
 def throughput_table(project: Path, config: str) -> str:
     """Super-network training in images per second per phase (sub-network forward + backward
     passes: epochs x training images x sub-networks per step, over the phase's seconds; the KD
@@ -147,12 +156,9 @@ def throughput_table(project: Path, config: str) -> str:
     round 0: the initial archive, its batches' first caching included)."""
     import json
 
-    from natv2.config import load_config
     from natv2.data import DataSettings, build_splits
-    from natv2.layout import Layout
 
-    cfg = load_config(project / config, overrides={"results_dir": str(project / "results")})
-    layout = Layout.from_config(cfg)
+    cfg, layout = _run_config(project, config)
     n_train = build_splits(DataSettings.from_config(cfg), resolution=cfg["space"]["resolutions"][0],
                            augment=False).sizes()["train"]
     info = json.loads(layout.supernet_json.read_text())
@@ -185,11 +191,7 @@ def results_lines(project: Path, config: str) -> list[str]:
     validation top-1, the best fine-tuned test top-1 against every baseline, each target."""
     import json
 
-    from natv2.config import load_config
-    from natv2.layout import Layout
-
-    cfg = load_config(project / config, overrides={"results_dir": str(project / "results")})
-    layout = Layout.from_config(cfg)
+    _cfg, layout = _run_config(project, config)
     metrics = json.loads(layout.report_metrics.read_text())
     val = json.loads(layout.supernet_json.read_text())["val_top1"]
     out = [f"Super-network validation top-1: largest {val['largest']:.2f} %, smallest "
