@@ -22,8 +22,24 @@ evaluations (all made by the same, not yet adapted, super-network), the volume d
 point's product. A run's hypervolume after round k is that of its archive then (accuracies as
 re-evaluated by its adapted super-network).
 
+Statistics (:mod:`_search_stats`): mean ± sd over seeds per variant, and natv2 against every
+other variant paired by search seed (same super-network, split and seeds): the per-seed
+differences of the final hypervolume and of the best top-1 under each target's params limit, and
+the two-sided Wilcoxon signed-rank test; the verdict lines are computed from them. With n seeds
+the smallest two-sided p is 2/2^n: 6 seeds at least for a 5% level.
+
     python benchmarks/search_quality.py --supernet benchmarks/work/pipeline/project/results/supernet \\
         --work benchmarks/work/search --markdown docs/BENCHMARKS.md
+
+Fashion-MNIST (``make bench-fashion``; ``--block``/``--section`` keep its block beside the
+embedded default's):
+
+    python benchmarks/search_quality.py --config config/fashion-mnist.yaml \\
+        --supernet benchmarks/work/fashion/project/results/fashion-mnist/supernet \\
+        --work benchmarks/work/search-fashion --rounds 4 --seeds 0 1 2 3 4 5 \\
+        --variants natv2 nat random --block search_quality_fashion \\
+        --section "## Search quality on Fashion-MNIST: NATv2 vs NAT vs random" \\
+        --markdown docs/BENCHMARKS.md
 """
 
 from __future__ import annotations
@@ -31,7 +47,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -43,8 +58,10 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
+import _search_stats as stats_  # noqa: E402
 
 from natv2.config import load_config  # noqa: E402
+from natv2.data import DataSettings, build_splits  # noqa: E402
 from natv2.errors import UserError  # noqa: E402
 from natv2.files import file_sha256, write_json  # noqa: E402
 from natv2.layout import Layout  # noqa: E402
@@ -110,8 +127,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     p.add_argument("--markdown", type=Path, default=None,
                    help="write/replace this benchmark's block in that markdown file")
-    p.add_argument("--plot", type=Path, default=Path("docs/benchmarks/search_quality.png"),
-                   help="the hypervolume plot (PNG), linked from the markdown block")
+    p.add_argument("--plot", type=Path, default=None,
+                   help="the hypervolume plot (PNG), linked from the markdown block (default: "
+                   "docs/benchmarks/<block>.png)")
+    p.add_argument("--block", default=BLOCK, help=f"the markdown block's name (default {BLOCK}; "
+                   "another name keeps a second configuration's results beside the first)")
+    p.add_argument("--section", default=SECTION,
+                   help="the heading a new block goes under (default: %(default)r)")
     return p.parse_args(argv)
 
 
@@ -245,94 +267,6 @@ def run_curve(results: Path, stats: list[dict[str, Any]], ref: Reference
     return {"new": new, "calls": calls, "hv": hv, "known": n_known, "inner_zero": inner}
 
 
-def best_under(archive: pd.DataFrame, budget: int) -> float:
-    ok = archive[archive["params"] <= budget]
-    return float(ok["top1"].max()) if len(ok) else float("nan")
-
-
-def mean_sd(values: Sequence[float], digits: int = 4) -> str:
-    vals = [v for v in values if v == v]
-    if not vals:
-        return "-"
-    if len(vals) == 1:
-        return f"{vals[0]:.{digits}f}"
-    return f"{statistics.fmean(vals):.{digits}f} ± {statistics.stdev(vals):.{digits}f}"
-
-
-def summarise(runs: list[dict[str, Any]], budgets: Sequence[int]) -> list[dict[str, Any]]:
-    rows = []
-    for variant in dict.fromkeys(r["variant"] for r in runs):
-        rs = [r for r in runs if r["variant"] == variant]
-        final = [r["curve"]["hv"][-1] for r in rs]
-        taus = [t for r in rs for t in r["kendall"]]
-        rows.append({
-            "variant": variant,
-            "seeds": [r["seed"] for r in rs],
-            "candidates": rs[0]["candidates"],
-            "init": rs[0]["curve"]["new"][0],
-            "new": rs[0]["curve"]["new"][-1],
-            "calls": statistics.fmean(r["curve"]["calls"][-1] for r in rs),
-            "hv": final,
-            "hv0": [r["curve"]["hv"][0] for r in rs],
-            "best": {b: [best_under(r["final"], b) for r in rs] for b in budgets},
-            "seconds": [r["seconds"] for r in rs],
-            "kendall": taus,
-            "known": statistics.fmean(r["curve"]["known"] for r in rs),
-            "inner_zero": statistics.fmean(r["curve"]["inner_zero"] for r in rs),
-        })
-    return rows
-
-
-def verdicts(rows: list[dict[str, Any]]) -> list[str]:
-    """What the table says about natv2 against each other variant, computed."""
-    by = {r["variant"]: r for r in rows}
-    if "natv2" not in by:
-        return []
-    ours = by["natv2"]["hv"]
-    lines = []
-    for name, row in by.items():
-        if name == "natv2":
-            continue
-        other = row["hv"]
-        diff = statistics.fmean(ours) - statistics.fmean(other)
-        wins = sum(a > b for a in ours for b in other)
-        overlap = min(ours) <= max(other) and min(other) <= max(ours)
-        lines.append(
-            f"natv2 vs {name}: mean final hypervolume {statistics.fmean(ours):.4f} vs "
-            f"{statistics.fmean(other):.4f} (difference {diff:+.4f}); natv2 higher in {wins} of "
-            f"{len(ours) * len(other)} run pairs; seed ranges "
-            f"{'overlap' if overlap else 'do not overlap'}")
-    return lines
-
-
-def table(rows: list[dict[str, Any]], budgets: Sequence[int]) -> str:
-    head = ["variant", "seeds", "init evals", "candidates/round", "new archs evaluated",
-            "evaluator calls (mean)", "hypervolume round 0", "final hypervolume",
-            *[f"best top-1 ≤ {b / 1e6:g}M params (%)" for b in budgets],
-            "predictor Kendall τ (rounds, mean)", "candidates already in the archive (mean)",
-            "candidates with an inner zero (mean)", "wall time (s)"]
-    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        out.append("| " + " | ".join([
-            r["variant"], str(len(r["seeds"])), str(r["init"]), str(r["candidates"]),
-            str(r["new"]), f"{r['calls']:.0f}", mean_sd(r["hv0"]), mean_sd(r["hv"]),
-            *[mean_sd(r["best"][b], 2) for b in budgets],
-            mean_sd(r["kendall"], 3) if r["kendall"] else "-",
-            f"{r['known']:.1f}", f"{r['inner_zero']:.1f}",
-            mean_sd(r["seconds"], 0),
-        ]) + " |")
-    return "\n".join(out)
-
-
-def per_run_table(runs: list[dict[str, Any]]) -> str:
-    out = ["| variant | search seed | hypervolume after each round | wall time (s) |",
-           "|---|---|---|---|"]
-    for r in runs:
-        out.append(f"| {r['variant']} | {r['seed']} | "
-                   f"{' → '.join(f'{v:.4f}' for v in r['curve']['hv'])} | {r['seconds']:.0f} |")
-    return "\n".join(out)
-
-
 def plot(runs: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
@@ -370,15 +304,26 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
     tmp.replace(path)
 
 
+def split_sizes(cfg) -> dict[str, int]:
+    """The config's data split sizes (train, val, test): the images each search evaluation's
+    top-1 is measured on is ``val``."""
+    return build_splits(DataSettings.from_config(cfg), int(cfg["space"]["resolutions"][-1]),
+                        augment=False).sizes()
+
+
 def markdown_block(command: str, args: argparse.Namespace, cfg, budget: int,
                    rows: list[dict[str, Any]], runs: list[dict[str, Any]],
                    ref: Reference, seconds: float, load: str, plot_link: str) -> str:
     s = cfg["search"]
     budgets = param_limits(cfg)
+    comps = stats_.comparisons(rows, budgets)
+    sizes = split_sizes(cfg)
     return _common.block(
-        BLOCK, command,
+        args.block, command,
         f"{_common.machine_line(int(cfg['threads']))}; {seconds:.0f} s for the runs "
-        f"not already on disk; load average {load}. Config `{args.config}` (n_doe {s['n_doe']}, "
+        f"not already on disk; load average {load}. Config `{args.config}` (dataset "
+        f"{cfg['data']['name']}, {sizes['val']:,} validation images (each evaluation's top-1), "
+        f"{sizes['train']:,} training images (the adaptation's); n_doe {s['n_doe']}, "
         f"NATv2 pre-processing x{s['preprocess_factor']}, {args.rounds} rounds, adaptation "
         f"{s['adaptation']['epochs']} epoch(s) per round, evolution {s['pop_size']} x "
         f"{s['n_gen']}), one trained super-network for every run, search seeds "
@@ -390,18 +335,28 @@ def markdown_block(command: str, args: argparse.Namespace, cfg, budget: int,
         f"standard deviation over seeds; evaluator calls include the re-evaluations after each "
         f"adaptation.",
         "",
-        table(rows, budgets),
+        stats_.table(rows, budgets),
         "",
         f"![hypervolume against architectures evaluated]({plot_link})",
         "",
         "Hypervolume (mean line, min-max band over seeds) against architectures evaluated (top) "
         "and against evaluator calls, re-evaluations included (bottom; mean over seeds).",
         "",
-        *[f"    {line}" for line in verdicts(rows)],
+        f"Paired by search seed ({stats_.REFERENCE} minus the variant; runs with the same seed "
+        f"share the super-network, the split and the seed of every draw): per-seed differences, "
+        f"their mean ± sd and the two-sided Wilcoxon signed-rank test (scipy.stats.wilcoxon, tied "
+        f"seeds dropped). With n untied seeds the smallest two-sided p is 2/2^n (5 seeds: 0.0625, "
+        f"6: 0.031).",
+        "",
+        stats_.paired_table(comps),
+        "",
+        "Verdicts (computed from the table above):",
+        "",
+        *[f"    {line}" for line in stats_.verdicts(comps)],
         "",
         "<details><summary>Every run</summary>",
         "",
-        per_run_table(runs),
+        stats_.per_run_table(runs),
         "",
         "</details>",
     )
@@ -446,15 +401,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         kendall = [st["predictor"]["kendall"] for st in d["stats"][1:] if st.get("predictor")]
         runs.append({**d, "curve": curve, "final": final, "kendall": kendall,
                      "seconds": float(sum(st["seconds"] for st in d["stats"]))})
-    rows = summarise(runs, param_limits(base))
-    print(table(rows, param_limits(base)))
-    print("\n".join(verdicts(rows)))
-    summary = {"budget": budget, "reference": ref.as_dict(), "runs": [
+    budgets = param_limits(base)
+    rows = stats_.summarise(runs, budgets)
+    comps = stats_.comparisons(rows, budgets)
+    print(stats_.table(rows, budgets))
+    print(stats_.paired_table(comps))
+    print("\n".join(stats_.verdicts(comps)))
+    summary = {"budget": budget, "reference": ref.as_dict(), "comparisons": comps, "runs": [
         {"variant": r["variant"], "seed": r["seed"], "results": str(r["results"]),
          "curve": r["curve"], "seconds": r["seconds"], "kendall": r["kendall"]} for r in runs]}
     args.work.mkdir(parents=True, exist_ok=True)
     (args.work / "summary.json").write_text(json.dumps(summary, indent=1))
     if args.markdown is not None:
+        if args.plot is None:
+            args.plot = Path("docs/benchmarks") / f"{args.block}.png"
         plot(runs, args.plot)
         try:
             link = str(args.plot.resolve().relative_to(args.markdown.resolve().parent))
@@ -462,7 +422,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             link = str(args.plot.resolve())
         load = _common.load_span(load_start)
         block = markdown_block(command, args, base, budget, rows, runs, ref, seconds, load, link)
-        _common.write_block(args.markdown, block, BLOCK, SECTION, header=_common.header())
+        _common.write_block(args.markdown, block, args.block, args.section,
+                            header=_common.header())
         print(f"wrote {args.markdown} and {args.plot}")
     return 0
 

@@ -97,8 +97,34 @@ def test_search_quality_equal_budget_and_block(search_runs):
     text = md.read_text()
     assert text.count(bench._common.markers("search_quality")[0]) == 1
     assert re.search(r"^\| natv2 \| 2 \| 12 \| 2 \| 16 \|", text, re.M), text
-    assert re.search(r"^    natv2 vs nat: mean final hypervolume \d\.\d{4} vs \d\.\d{4}", text, re.M)
+    assert re.search(r"^    natv2 vs nat, final hypervolume: paired difference [+-]\d\.\d{4} ± "
+                     r"\d\.\d{4} over 2 seeds \(natv2 higher in \d, lower in \d, tied in \d\); "
+                     r"Wilcoxon signed-rank p = \d\.\d{3}: ", text, re.M), text
+    assert re.search(r"^\| nat \| final hypervolume \| 0: [+-]\d\.\d{4}, 1: [+-]\d\.\d{4} \|",
+                     text, re.M), text
     assert (root / "plot.png").stat().st_size > 10_000
+    comps = summary["comparisons"]
+    assert {(c["variant"], c["metric"]) for c in comps} >= {("nat", "final hypervolume")}
+    # a second configuration's block goes beside the first under its own heading (a rerun of
+    # the finished runs: nothing is evaluated again)
+    md2 = root / "BENCHMARKS-alt.md"
+    md2.write_text(text)
+    supernet = root / "work" / "natv2" / "seed_0" / "supernet"
+    argv = ["--config", "config/test.yaml", "--supernet", str(supernet), "--work",
+            str(root / "work"), "--seeds", "0", "1", "--rounds", "2", "--variants", "natv2",
+            "nat", "--markdown", str(md2), "--block", "search_quality_alt", "--section",
+            "## Search quality, another config", "--plot", str(root / "plot-alt.png")]
+    before = sorted(p.stat().st_mtime_ns for p in (root / "work").rglob("evaluated.csv"))
+    assert bench.main(argv) == 0
+    assert sorted(p.stat().st_mtime_ns for p in (root / "work").rglob("evaluated.csv")) == before
+    text2 = md2.read_text()
+    first = text[text.index(bench._common.markers("search_quality")[0]):
+                 text.index(bench._common.markers("search_quality")[1])]
+    assert first in text2  # the first block is untouched
+    alt_start, alt_end = bench._common.markers("search_quality_alt")
+    assert text2.count(alt_start) == 1 and text2.count(alt_end) == 1
+    assert text2.index("## Search quality, another config") < text2.index(alt_start)
+    assert (root / "plot-alt.png").stat().st_size > 10_000
 
 
 def test_search_quality_rejects_an_unequal_budget(random_supernet, tmp_path, capsys):
