@@ -124,6 +124,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="where the runs' results directories go")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="search seeds")
     p.add_argument("--rounds", type=int, default=4, help="search rounds per run (default 4)")
+    p.add_argument("--n-doe", type=int, default=None,
+                   help="search.n_doe over the config's: the initial archive (and NATv2's bounded "
+                   "archive); the thesis' LightGBM (at least 20 rows per leaf) needs 40 rows to "
+                   "split at all")
     p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     p.add_argument("--markdown", type=Path, default=None,
                    help="write/replace this benchmark's block in that markdown file")
@@ -174,13 +178,20 @@ def budgeted_variants(cfg: Mapping[str, Any], names: Sequence[str], rounds: int
 # ------------------------------------------------------------------------------ runs
 
 
+def common_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The config overrides every run shares (``--n-doe``)."""
+    return {} if args.n_doe is None else {"search": {"n_doe": int(args.n_doe)}}
+
+
 def run_config(base: str, results: Path, seed: int | None, rounds: int,
-               search: Mapping[str, Any]):
-    """The base config with ``results_dir``, ``search.rounds``, the ``search`` overrides and
-    ``search.seed`` (None: the config's own)."""
+               search: Mapping[str, Any], common: Mapping[str, Any] | None = None):
+    """The base config with ``results_dir``, the ``common`` overrides, ``search.rounds``, the
+    ``search`` overrides and ``search.seed`` (None: the config's own)."""
     seeded = {} if seed is None else {"seed": int(seed)}
-    return load_config(base, overrides={"results_dir": str(results),
-                                        "search": {**search, **seeded, "rounds": int(rounds)}})
+    common_search = dict((common or {}).get("search", {}))
+    return load_config(base, overrides={
+        **(common or {}), "results_dir": str(results),
+        "search": {**common_search, **search, **seeded, "rounds": int(rounds)}})
 
 
 def install_supernet(source: Path, results: Path, cfg) -> None:
@@ -367,7 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     command = _common.command_line(SCRIPT, argv)
     try:
-        base = load_config(args.config)
+        base = load_config(args.config, overrides=common_overrides(args))
         budget, variants = budgeted_variants(base, args.variants, args.rounds)
     except UserError as exc:
         print(f"search_quality: {exc}", file=sys.stderr)
@@ -380,7 +391,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, search in variants.items():
         for seed in args.seeds:
             results = (args.work / slug(name) / f"seed_{seed}").resolve()
-            cfg = run_config(args.config, results, seed, args.rounds, search)
+            cfg = run_config(args.config, results, seed, args.rounds, search,
+                             common_overrides(args))
             try:
                 install_supernet(args.supernet.resolve(), results, cfg)
             except UserError as exc:

@@ -253,3 +253,18 @@ def test_latency_backends_block(tmp_path, capsys):
     assert re.search(rf"^\| 32 \| 2 \| \d+\.\d \| {tau} \| \d+\.\d \| {tau} \| \d+\.\d\d \| \d+\.\d\d \|$",
                      text, re.M), text
     assert "torch b1 " in text and "entries in" in text and "top1_int8" in text
+
+
+def test_search_quality_n_doe_overrides_every_run(tmp_path):
+    bench = load_script("search_quality")
+    args = bench.parse_args(["--config", "config/test.yaml", "--supernet", str(tmp_path),
+                             "--rounds", "2", "--n-doe", "10"])
+    base = bench.load_config(args.config, overrides=bench.common_overrides(args))
+    # n_doe 10, pre-processing x2, 2 candidates/round: 20 + 2 x 2; nat: 10 + 2 x (2 + 10/2)
+    budget, variants = bench.budgeted_variants(base, ["natv2", "nat"], args.rounds)
+    assert budget == 24 and variants["nat"]["candidates"] == 7
+    cfg = bench.run_config(args.config, tmp_path / "r", 3, 2, variants["nat"],
+                           bench.common_overrides(args))
+    assert cfg["search"]["n_doe"] == 10 and cfg["search"]["seed"] == 3
+    assert cfg["search"]["candidates"] == 7 and cfg["search"]["policy"] == "nat"
+    assert bench.common_overrides(bench.parse_args(["--supernet", "x"])) == {}
